@@ -1,0 +1,101 @@
+"""Shared test fixtures.
+
+The golden fixtures and test data live outside the repository, in ``../shared`` beside the
+checkout. ``DDFM_SHARED`` overrides that location; it is read here and nowhere else.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DDFM_SHARED", REPO.parent / "shared")).resolve()
+GOLDEN = SHARED / "golden"
+DATA = SHARED / "data"
+EVAL_CASES = SHARED / "eval_cases"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running test, skipped unless --runslow")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --runslow to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"missing fixture {path}: set DDFM_SHARED to the folder holding golden/ and data/")
+    return path
+
+
+def load_npz(name: str) -> dict:
+    """Load ``golden/<name>`` once per session (cached)."""
+    if name not in _NPZ_CACHE:
+        with np.load(_require(GOLDEN / name)) as f:
+            _NPZ_CACHE[name] = {k: f[k] for k in f.files}
+    return _NPZ_CACHE[name]
+
+
+_NPZ_CACHE: dict = {}
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    return _require(GOLDEN)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return _require(DATA)
+
+
+@pytest.fixture(scope="session")
+def eval_cases() -> Path:
+    return _require(EVAL_CASES)
+
+
+@pytest.fixture(scope="session")
+def schedules():
+    return load_npz("schedules.npz")
+
+
+@pytest.fixture(scope="session")
+def em_steps():
+    return load_npz("em_steps.npz")
+
+
+@pytest.fixture(scope="session")
+def color():
+    return load_npz("color.npz")
+
+
+@pytest.fixture(scope="session")
+def tiny_forward():
+    return load_npz("unet_tiny_forward.npz")
+
+
+@pytest.fixture(scope="session")
+def small_trace():
+    return load_npz("pipeline/small_10steps/trace.npz")
+
+
+@pytest.fixture(scope="session")
+def manifest():
+    return json.loads(_require(GOLDEN / "unet256_manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def expected_metrics():
+    return json.loads(_require(GOLDEN / "metrics" / "expected.json").read_text())

@@ -1,0 +1,96 @@
+"""Image files in and out: reading sources as the release reads them, atomic PNG writes.
+
+Everything that touches image files lives here; the sampler and the EM step only see tensors.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# ITU-R BT.601 luma weights, the ones OpenCV's COLOR_BGR2GRAY uses.
+_LUMA_R, _LUMA_G, _LUMA_B = np.float32(0.299), np.float32(0.587), np.float32(0.114)
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message names the file and the fix."""
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to an (H, W, 3) uint8 RGB array.
+
+    Grey, palette and alpha images are converted to RGB (alpha dropped, as OpenCV's
+    ``imread`` does). Raises :class:`ImageError` with a one-line reason on any failure.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return _to_rgb8(im, path)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise ImageError(f"{path}: cannot decode image ({exc.__class__.__name__}: {exc}); "
+                         "re-export it as 8-bit PNG or JPEG") from None
+
+
+def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grey: scale the full 16-bit range to 8 bits (v / 257, rounded) so that
+        # a 16-bit export of an 8-bit image reads back as the same 8-bit values.
+        arr = np.asarray(im).astype(np.float64)
+        arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise ImageError(f"{path}: floating-point image; save it as 8-bit PNG or JPEG")
+    if im.mode == "RGB":
+        return np.asarray(im, dtype=np.uint8).copy()
+    if im.mode in ("RGBA", "LA", "P", "PA", "L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    raise ImageError(f"{path}: unsupported image mode {im.mode!r}; save it as 8-bit PNG or JPEG")
+
+
+def rgb_to_gray_float(rgb: np.ndarray) -> np.ndarray:
+    """Grey as OpenCV's float ``COLOR_BGR2GRAY`` followed by ``np.round``, in float32.
+
+    OpenCV evaluates ``B*0.114 + G*0.587 + R*0.299`` in float32, in that order; ``np.round``
+    rounds halves to even. Both matter on the rare pixels that land on .5.
+    """
+    rgb = rgb.astype(np.float32)
+    grey = rgb[..., 2] * _LUMA_B + rgb[..., 1] * _LUMA_G + rgb[..., 0] * _LUMA_R
+    return np.round(grey).astype(np.float32)
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as the release and the reference evaluator do: (H, W) float32 in 0..255,
+    grey = round(0.299 R + 0.587 G + 0.114 B)."""
+    return rgb_to_gray_float(read_rgb(path))
+
+
+def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 (H, W) or (H, W, 3) array as PNG via a temporary file in the same folder,
+    renamed into place only when complete, so a crash never leaves a partial PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if array.dtype != np.uint8:
+        raise TypeError(f"write_png_atomic expects uint8, got {array.dtype}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            Image.fromarray(array).save(fh, format="PNG")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
