@@ -94,3 +94,74 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs of source images
+# --------------------------------------------------------------------------------------------
+
+class Pair:
+    """Two source files of one scene: ``a`` plays the infrared role, ``b`` the visible role."""
+    __slots__ = ("stem", "a", "b")
+
+    def __init__(self, stem: str, a: Path, b: Path):
+        self.stem, self.a, self.b = stem, a, b
+
+    def __repr__(self):
+        return f"Pair({self.stem!r}, {str(self.a)!r}, {str(self.b)!r})"
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[list[Pair], list[str]]:
+    """Pairs under ``input_dir/<A>`` and ``input_dir/<B>``, sorted by file name.
+
+    Each image in A is paired with the file of the same name in B (the release's rule); when B
+    has none, with the single file in B of the same stem (``01.png`` with ``01.jpg``). Returns the
+    pairs and one line per problem (a file without a partner, on either side). Raises
+    :class:`ImageError` when the folders themselves are missing or empty.
+    """
+    root = Path(input_dir)
+    name_a, name_b = modalities
+    if not root.is_dir():
+        raise ImageError(f"{root}: input folder not found; pass --input DIR holding {name_a}/ and {name_b}/")
+    dirs = []
+    for name in (name_a, name_b):
+        folder = root / name
+        if not folder.is_dir():
+            present = sorted(p.name for p in root.iterdir() if p.is_dir())
+            hint = f" (it holds: {', '.join(present)}; use --modalities A,B)" if present else ""
+            raise ImageError(f"{folder}: modality folder not found{hint}")
+        dirs.append(folder)
+    files_a = sorted((p for p in dirs[0].iterdir() if is_image_file(p)), key=lambda p: p.name)
+    files_b = sorted((p for p in dirs[1].iterdir() if is_image_file(p)), key=lambda p: p.name)
+    if not files_a and not files_b:
+        raise ImageError(f"{root}: no images in {name_a}/ or {name_b}/; put the pairs there "
+                         f"(same file name on both sides)")
+    by_name = {p.name: p for p in files_b}
+    by_stem: dict = {}
+    for p in files_b:
+        by_stem.setdefault(p.stem, []).append(p)
+    pairs, problems, used = [], [], set()
+    for a in files_a:
+        b = by_name.get(a.name)
+        if b is None and len(by_stem.get(a.stem, [])) == 1:
+            b = by_stem[a.stem][0]
+        if b is None:
+            problems.append(f"{a}: no partner named {a.name} in {dirs[1]}; add it or remove this file")
+            continue
+        used.add(b)
+        pairs.append(Pair(a.stem, a, b))
+    for b in files_b:
+        if b not in used:
+            problems.append(f"{b}: no partner named {b.name} in {dirs[0]}; add it or remove this file")
+    stems = {}
+    for pair in pairs:
+        stems.setdefault(pair.stem, []).append(pair)
+    for stem, group in stems.items():
+        if len(group) > 1:
+            problems.append(f"{group[1].a}: same output name '{stem}' as {group[0].a}; rename one")
+            pairs = [p for p in pairs if p not in group[1:]]
+    return pairs, problems

@@ -1,0 +1,107 @@
+"""DDFM fusion on tensors: the EM hook on the luminance of x0, seeded initial noise, and the
+fused result as 8-bit grey. No files here (``util/images.py``), no argument parsing
+(``sample.py``): this is the code path both the CLI and the Python API call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from guided_diffusion.diffusion import SamplerOptions, Schedule, sample, seeded_noise
+from guided_diffusion.em import em_init, em_step
+from util.color import luma_bt601, rgb_to_ycbcr_over_255, ycbcr_over_255_to_rgb
+
+# Which source plays which role in the EM model (y = I - V, x = f - V, f = I - x):
+#   "release": I = the visible image (vi/), V = the infrared image (ir/), as the released code
+#              passes them (its sample.py reads vi/ into `inf_img` and ir/ into `vis_img`);
+#   "paper":   I = infrared, V = visible, the assignment the paper's Eq. 13 describes.
+EM_ROLES = ("release", "paper")
+
+
+class FusionError(RuntimeError):
+    """A pair that could not be fused (for example a non-finite sample)."""
+
+
+@dataclass(frozen=True)
+class FusionOptions:
+    lamb: float = 0.5
+    rho: float = 0.001
+    em_roles: str = "release"
+
+
+def em_hook(ir: torch.Tensor, vis: torch.Tensor, fusion: FusionOptions):
+    """The x0 hook of DDFM and its initial state: one EM step on the luminance of x0.
+
+    Luminance is the release's transform (studio-swing YCbCr of x0 in [-1, 1] as if it were
+    [0, 1] RGB, over 255); the EM output replaces it and x0 goes back to RGB by the inverse.
+    """
+    if fusion.em_roles == "release":
+        img_i, img_v = vis, ir
+    elif fusion.em_roles == "paper":
+        img_i, img_v = ir, vis
+    else:
+        raise ValueError(f"unknown em_roles {fusion.em_roles!r}: use one of {', '.join(EM_ROLES)}")
+
+    def hook(x0_pred, step, state):
+        ycbcr = rgb_to_ycbcr_over_255(x0_pred)
+        fused_y, state = em_step(ycbcr[:, :1], img_i, img_v, state, fusion.lamb, fusion.rho)
+        return ycbcr_over_255_to_rgb(torch.cat([fused_y, ycbcr[:, 1:]], dim=1)), state
+
+    return hook, em_init(img_i)
+
+
+def seeded_generators(seeds: Sequence[int], device) -> list[torch.Generator]:
+    """One generator per image, seeded: ``torch.Generator(device).manual_seed(s)`` draws the
+    same numbers as the release's ``torch.manual_seed(s)`` followed by draws on ``device``."""
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def initial_noise(generators: Sequence[torch.Generator], channels: int, height: int, width: int,
+                  device) -> torch.Tensor:
+    """x_T, one (1, C, H, W) draw per image from its own generator."""
+    return torch.cat([torch.randn((1, channels, height, width), generator=g, device=device)
+                      for g in generators])
+
+
+def fuse(model: Callable, sched: Schedule, opts: SamplerOptions, ir: torch.Tensor,
+         vis: torch.Tensor, seeds: Sequence[int], fusion: FusionOptions = FusionOptions(), *,
+         callback: Optional[Callable[[dict], None]] = None, progress: bool = False,
+         desc: str = "steps") -> torch.Tensor:
+    """Fuse a batch of grey pairs. ``ir``, ``vis``: (N, 1, H, W) in [-1, 1] on the run device;
+    ``seeds``: one per pair. Returns the final RGB sample (N, 3, H, W), float32."""
+    if ir.shape != vis.shape:
+        raise ValueError(f"ir {tuple(ir.shape)} and vis {tuple(vis.shape)} differ in shape")
+    if len(seeds) != ir.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {ir.shape[0]}")
+    generators = seeded_generators(seeds, ir.device)
+    x_T = initial_noise(generators, 3, ir.shape[-2], ir.shape[-1], ir.device)
+    hook, state = em_hook(ir, vis, fusion)
+    return sample(model, x_T, sched, opts, x0_hook=hook, hook_state=state,
+                  noise=seeded_noise(generators), callback=callback, progress=progress, desc=desc)
+
+
+def to_gray_uint8(rgb: torch.Tensor, rounding: str = "recon") -> torch.Tensor:
+    """The release's saved grey: Y = 0.299 R + 0.587 G + 0.114 B, min-max normalised per image
+    to [0, 255]; ``rounding`` "recon" stores floor(v + 0.4999) (what the release's recon PNGs
+    hold), "progress" floor(v) (its ``astype('uint8')``). A constant image maps to 0.
+    Returns (N, H, W) uint8 on the same device."""
+    luma = luma_bt601(rgb)[:, 0]
+    lo = luma.amin(dim=(1, 2), keepdim=True)
+    hi = luma.amax(dim=(1, 2), keepdim=True)
+    span = hi - lo
+    scaled = torch.where(span > 0, (luma - lo) / torch.where(span > 0, span, torch.ones_like(span)),
+                         torch.zeros_like(luma)) * 255
+    offset = 0.4999 if rounding == "recon" else 0.0
+    return torch.floor(scaled + offset).clamp(0, 255).to(torch.uint8)
+
+
+def check_finite(rgb: torch.Tensor, names: Sequence[str]) -> None:
+    """Raise FusionError naming the pairs whose sample holds NaN or Inf (checked once, after
+    the loop, so the step loop has no host sync)."""
+    bad = (~torch.isfinite(rgb)).flatten(1).any(dim=1).tolist()
+    failed = [name for name, is_bad in zip(names, bad) if is_bad]
+    if failed:
+        raise FusionError(f"non-finite values in the sample of {', '.join(failed)}; "
+                          "try another seed or --precision fp32")

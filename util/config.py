@@ -1,0 +1,194 @@
+"""YAML configs validated once into typed, frozen objects.
+
+Unknown or misspelled keys, wrong types and out-of-range values are a :class:`ConfigError`
+whose message is one line naming the file, the key and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem; ``str()`` is one line naming the file, the key and the fix."""
+
+
+def load_yaml(path: Union[str, Path]) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; check indentation and 'key: value' syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of 'key: value' lines, got {type(data).__name__}")
+    return data
+
+
+def _type_name(tp) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _check(value: Any, tp, where: str, key: str):
+    """Coerce ``value`` to ``tp`` where YAML's typing is loose; raise ConfigError otherwise."""
+    allowed = tp if isinstance(tp, tuple) else (tp,)
+    if value is None and type(None) in allowed:
+        return None
+    if bool in allowed and isinstance(value, bool):
+        return value
+    if int in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if str in allowed and isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    names = " or ".join(_type_name(t) for t in allowed if t is not type(None))
+    raise ConfigError(f"{where}: key '{key}' must be {names}, got {value!r}")
+
+
+def _build(cls, data: dict, where: str):
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+    values = {}
+    for name, field in known.items():
+        if name in data:
+            values[name] = _check(data[name], cls.TYPES[name], where, name)
+        elif field.default is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing key '{name}'")
+    obj = cls(**values)
+    obj.validate(where)
+    return obj
+
+
+def _one_of(value, choices, where, key):
+    if value not in choices:
+        raise ConfigError(f"{where}: key '{key}' is {value!r}; use one of {', '.join(map(str, choices))}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The released ``model_config_imagenet.yaml`` keys (guided-diffusion's create_model)."""
+    image_size: int
+    num_channels: int
+    num_res_blocks: int
+    channel_mult: str = ""
+    learn_sigma: bool = False
+    class_cond: bool = False
+    use_checkpoint: bool = False
+    attention_resolutions: str = "16"
+    num_heads: int = 1
+    num_head_channels: int = -1
+    num_heads_upsample: int = -1
+    use_scale_shift_norm: bool = False
+    dropout: float = 0.0
+    resblock_updown: bool = False
+    use_fp16: bool = False
+    use_new_attention_order: bool = False
+    model_path: Optional[str] = None
+
+    TYPES = dict(image_size=int, num_channels=int, num_res_blocks=int, channel_mult=str,
+                 learn_sigma=bool, class_cond=bool, use_checkpoint=bool,
+                 attention_resolutions=str, num_heads=int, num_head_channels=int,
+                 num_heads_upsample=int, use_scale_shift_norm=bool, dropout=float,
+                 resblock_updown=bool, use_fp16=bool, use_new_attention_order=bool,
+                 model_path=(str, type(None)))
+
+    def validate(self, where):
+        for key in ("image_size", "num_channels", "num_res_blocks"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{where}: key '{key}' must be positive, got {getattr(self, key)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"{where}: key 'dropout' must be in [0, 1), got {self.dropout}")
+
+    def unet_kwargs(self) -> dict:
+        """Keyword arguments of ``create_model`` (without model_path)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model_path"}
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The released ``diffusion_config.yaml`` keys, plus ``eta`` (DDIM eta; 0.0 as released)."""
+    sampler: str = "ddim"
+    steps: int = 1000
+    noise_schedule: str = "linear"
+    model_mean_type: str = "epsilon"
+    model_var_type: str = "learned_range"
+    dynamic_threshold: bool = False
+    clip_denoised: bool = True
+    rescale_timesteps: bool = False
+    timestep_respacing: Optional[Union[int, str]] = None
+    eta: float = 0.0
+
+    TYPES = dict(sampler=str, steps=int, noise_schedule=str, model_mean_type=str,
+                 model_var_type=str, dynamic_threshold=bool, clip_denoised=bool,
+                 rescale_timesteps=bool, timestep_respacing=(int, str, type(None)), eta=float)
+
+    def validate(self, where):
+        from guided_diffusion.diffusion import (MEAN_TYPES, SAMPLERS, SCHEDULES, VAR_TYPES,
+                                                space_timesteps)
+        _one_of(self.sampler, SAMPLERS, where, "sampler")
+        _one_of(self.noise_schedule, SCHEDULES, where, "noise_schedule")
+        _one_of(self.model_mean_type, MEAN_TYPES, where, "model_mean_type")
+        _one_of(self.model_var_type, VAR_TYPES, where, "model_var_type")
+        if self.steps < 2:
+            raise ConfigError(f"{where}: key 'steps' must be at least 2, got {self.steps}")
+        if self.eta < 0:
+            raise ConfigError(f"{where}: key 'eta' must be >= 0, got {self.eta}")
+        try:
+            kept = space_timesteps(self.steps, self.timestep_respacing)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: key 'timestep_respacing' = {self.timestep_respacing!r} "
+                              f"does not fit steps = {self.steps}: {exc}") from None
+        if len(kept) < 1:
+            raise ConfigError(f"{where}: key 'timestep_respacing' keeps no step")
+
+    def with_overrides(self, **changes) -> "DiffusionConfig":
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            return self
+        obj = dataclasses.replace(self, **changes)
+        obj.validate("command line")
+        return obj
+
+
+def load_model_config(path: Union[str, Path]) -> ModelConfig:
+    path = Path(path)
+    cfg = _build(ModelConfig, load_yaml(path), str(path))
+    return dataclasses.replace(cfg, model_path=resolve_model_path(cfg.model_path, path))
+
+
+def resolve_model_path(model_path: Optional[str], config_path: Path) -> Optional[str]:
+    """``model_path`` as written if it exists from the working directory, else relative to the
+    YAML file's folder if it exists there; otherwise as written (the loader then names it)."""
+    if model_path is None or str(model_path).strip() == "":
+        return None
+    candidate = Path(model_path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return str(candidate)
+    beside = config_path.parent / candidate
+    if beside.exists():
+        return str(beside)
+    return str(candidate)
+
+
+def load_diffusion_config(path: Union[str, Path]) -> DiffusionConfig:
+    path = Path(path)
+    return _build(DiffusionConfig, load_yaml(path), str(path))
