@@ -3,27 +3,31 @@
 
     python sample.py                                   # released defaults: input/ -> output/
     python sample.py --input DIR --save_dir OUT --record
+    torchrun --nproc_per_node 4 sample.py --input DIR  # pairs split across processes
 
-Outputs: ``SAVE_DIR/recon/<stem>.png`` (8-bit grey), with ``--record`` also
-``SAVE_DIR/progress/<stem>/x_<step:04d>.png``. Every file is written atomically.
-Exit status: 0 when every pair was fused, 1 when any pair failed, 2 on a setup error.
+Outputs (each written atomically): ``SAVE_DIR/recon/<stem>.png`` (8-bit grey, as released),
+with ``--color`` ``color/<stem>.png``, with ``--record`` ``progress/<stem>/x_<step:04d>.png``,
+with ``--sheet`` ``sheet/<stem>.png``, with ``--trace`` ``trace/<stem>.npz``.
+Exit status: 0 when every pair was fused (or skipped), 1 when any pair failed, 2 on a setup
+error (bad option, config, input folder or checkpoint), 130 when interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from guided_diffusion.diffusion import SamplerOptions, make_schedule
-from guided_diffusion.fusion import EM_ROLES, FusionError, FusionOptions, check_finite, fuse, to_gray_uint8
+from ddfm import PRECISIONS, PRIORS, SIZES, FuseOptions, Fuser, load_source
+from guided_diffusion.fusion import EM_ROLES, FusionError, to_gray_uint8
 from util.color import rgb_to_ycbcr_over_255
-from util.config import ConfigError, load_diffusion_config, load_model_config
-from util.images import ImageError, find_pairs, read_gray, write_png_atomic
+from util.config import ConfigError
+from util.images import ImageError, find_pairs, write_png_atomic
 
 
 class SetupError(RuntimeError):
@@ -32,42 +36,64 @@ class SetupError(RuntimeError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DDFM: fuse infrared-visible or medical image pairs.")
-    p.add_argument("--model_config", default="configs/model_config_imagenet.yaml",
+    g = p.add_argument_group("inputs and outputs")
+    g.add_argument("--model_config", default="configs/model_config_imagenet.yaml",
                    help="UNet config (the released keys); model_path inside it")
-    p.add_argument("--diffusion_config", default="configs/diffusion_config.yaml",
+    g.add_argument("--diffusion_config", default="configs/diffusion_config.yaml",
                    help="diffusion/sampler config (the released keys, plus eta)")
-    p.add_argument("--input", default="input", help="folder holding the two modality folders")
-    p.add_argument("--modalities", default="ir,vi",
+    g.add_argument("--preset", default=None,
+                   help="dataset preset: a name in configs/presets/ (e.g. roadscene, harvard_mri_pet) "
+                        "or a YAML path; sets --modalities and --color unless given")
+    g.add_argument("--input", default="input", help="folder holding the two modality folders")
+    g.add_argument("--modalities", default=None,
                    help="the two subfolders of --input, infrared role first (default ir,vi)")
-    p.add_argument("--save_dir", default="output", help="output folder (recon/, progress/)")
-    p.add_argument("--gpu", type=int, default=0, help="CUDA device index (CPU when no CUDA)")
-    p.add_argument("--seed", type=int, default=3407, help="seed, reset for every pair (default 3407)")
-    p.add_argument("--lamb", type=float, default=0.5, help="EM lambda (default 0.5)")
-    p.add_argument("--rho", type=float, default=0.001, help="EM rho (default 0.001)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta (overrides the config; 0 as released)")
-    p.add_argument("--steps", default=None,
-                   help="timestep_respacing override, e.g. 100, 25, '10,5,5', ddim50")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default=None,
-                   help="override the config's sampler: ddim (released) or ddpm (paper Algorithm 1)")
-    p.add_argument("--em_roles", choices=EM_ROLES, default="release",
+    g.add_argument("--save_dir", default="output", help="output folder")
+    g.add_argument("--record", action="store_true",
+                   help="save the sample after every step under SAVE_DIR/progress/<stem>/")
+    g.add_argument("--trace", action="store_true",
+                   help="save every step's tensors to SAVE_DIR/trace/<stem>.npz (keys as the golden trace)")
+    g.add_argument("--color", action="store_true", default=None,
+                   help="also write SAVE_DIR/color/<stem>.png: fused Y with the colour source's CbCr")
+    g.add_argument("--sheet", action="store_true",
+                   help="also write SAVE_DIR/sheet/<stem>.png: sources and result side by side")
+    g.add_argument("--overwrite", action="store_true", help="fuse pairs whose outputs already exist")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    g = p.add_argument_group("fusion (each changes the output)")
+    g.add_argument("--seed", type=int, default=3407, help="seed, reset for every pair (default 3407)")
+    g.add_argument("--lamb", type=float, default=0.5, help="EM lambda (default 0.5)")
+    g.add_argument("--rho", type=float, default=0.001, help="EM rho (default 0.001)")
+    g.add_argument("--eta", type=float, default=None, help="DDIM eta (overrides the config; 0 as released)")
+    g.add_argument("--steps", default=None,
+                   help="timestep_respacing override: 100, 25, '10,5,5', ddim50")
+    g.add_argument("--sampler", choices=("ddim", "ddpm"), default=None,
+                   help="override the config: ddim (released) or ddpm (paper Algorithm 1)")
+    g.add_argument("--em_roles", choices=EM_ROLES, default="release",
                    help="which source is the EM's I: release = visible (as the released code), "
                         "paper = infrared (paper Eq. 13)")
-    p.add_argument("--crop_multiple", type=int, default=32,
-                   help="sources are cropped top-left to multiples of this (default 32, released)")
-    p.add_argument("--record", action="store_true",
-                   help="also save the sample after every step under SAVE_DIR/progress/<stem>/")
-    p.add_argument("--trace", action="store_true",
-                   help="save every step's tensors to SAVE_DIR/trace/<stem>.npz (keys as the golden "
-                        "trace: step000__x, __em_f_pre, __em_F, __pred_xstart, __sample, __t)")
-    p.add_argument("--attention", choices=("auto", "legacy", "sdpa", "chunked"), default="auto",
-                   help="attention kernel: auto = SDPA on CUDA, chunked on CPU; legacy = the "
-                        "original einsum (all equal to float rounding)")
-    p.add_argument("--download_checkpoint", action="store_true",
+    g.add_argument("--size", choices=SIZES, default="crop",
+                   help="crop: top-left to multiples of --crop_multiple (released); "
+                        "pad: reflect-pad, fuse, crop back to the exact source size")
+    g.add_argument("--crop_multiple", type=int, default=32, help="size multiple (default 32)")
+    g.add_argument("--prior", choices=PRIORS, default="diffusion",
+                   help="diffusion (DDFM) or none: the EM fusion alone, no UNet, no checkpoint")
+    g.add_argument("--em_iters", type=int, default=None,
+                   help="with --prior none: EM iterations (default: the sampler's step count)")
+
+    g = p.add_argument_group("speed and devices (outputs equal to float rounding unless noted)")
+    g.add_argument("--gpu", type=int, default=0, help="CUDA device index (CPU when no CUDA)")
+    g.add_argument("--batch", type=int, default=1,
+                   help="pairs of the same size fused together (each with its own seeded noise)")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="UNet precision: fp32 (faithful), tf32, bf16, fp16 (EM and FFT stay fp32)")
+    g.add_argument("--attention", choices=("auto", "legacy", "sdpa", "chunked"), default="auto",
+                   help="attention kernel: auto = SDPA on CUDA, chunked on CPU; legacy = the original")
+    g.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
+    g.add_argument("--download_checkpoint", action="store_true",
                    help="download the checkpoint without asking when it is missing")
-    p.add_argument("--allow_random_weights", action="store_true",
-                   help="run with an untrained UNet when model_path is empty (timing only)")
-    p.add_argument("--overwrite", action="store_true", help="fuse pairs whose output already exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--allow_random_weights", action="store_true",
+                   help="run an untrained UNet when model_path is empty (timing only)")
     return p
 
 
@@ -78,32 +104,43 @@ def parse_respacing(text):
     return int(text) if text.isdigit() else text
 
 
-def pick_device(gpu: int) -> torch.device:
-    if torch.cuda.is_available():
-        if not 0 <= gpu < torch.cuda.device_count():
-            raise SetupError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) visible")
-        return torch.device(f"cuda:{gpu}")
-    return torch.device("cpu")
+def apply_preset(args) -> None:
+    """Fill --modalities/--color from a dataset preset; explicit flags win."""
+    if args.preset is not None:
+        from util.presets import PresetError, load_preset
+        try:
+            preset = load_preset(args.preset)
+        except PresetError as exc:
+            raise SetupError(str(exc)) from None
+        if args.modalities is None:
+            args.modalities = ",".join(preset.modalities)
+        if args.color is None:
+            args.color = preset.color
+    if args.modalities is None:
+        args.modalities = "ir,vi"
+    args.color = bool(args.color)
 
 
-def check_args(args) -> None:
-    if not args.lamb > 0:
-        raise SetupError(f"--lamb must be > 0, got {args.lamb}")
-    if not args.rho >= 0:
-        raise SetupError(f"--rho must be >= 0, got {args.rho}")
-    if args.eta is not None and args.eta < 0:
-        raise SetupError(f"--eta must be >= 0, got {args.eta}")
-    if args.crop_multiple < 1:
-        raise SetupError(f"--crop_multiple must be >= 1, got {args.crop_multiple}")
+def check_args(args) -> FuseOptions:
+    apply_preset(args)
     modalities = [m.strip() for m in args.modalities.split(",")]
     if len(modalities) != 2 or not all(modalities) or modalities[0] == modalities[1]:
         raise SetupError(f"--modalities must name two different folders, e.g. ir,vi; got {args.modalities!r}")
     args.modalities = tuple(modalities)
+    for name, value, ok, rule in (("--eta", args.eta, args.eta is None or args.eta >= 0, ">= 0"),
+                                  ("--batch", args.batch, args.batch >= 1, ">= 1"),
+                                  ("--em_iters", args.em_iters, args.em_iters is None or args.em_iters >= 1, ">= 1")):
+        if not ok:
+            raise SetupError(f"{name} must be {rule}, got {value}")
+    try:
+        return FuseOptions(seed=args.seed, lamb=args.lamb, rho=args.rho, em_roles=args.em_roles,
+                           size=args.size, crop_multiple=args.crop_multiple, color=args.color).validate()
+    except ValueError as exc:
+        raise SetupError(f"--{str(exc)}") from None
 
 
 def prepare_save_dir(save_dir: Path, input_dir: Path) -> None:
-    save_dir = save_dir.resolve()
-    inp = input_dir.resolve()
+    save_dir, inp = save_dir.resolve(), input_dir.resolve()
     if save_dir == inp or inp in save_dir.parents:
         raise SetupError(f"--save_dir {save_dir} is inside --input {inp}; choose a folder outside the inputs")
     try:
@@ -115,101 +152,121 @@ def prepare_save_dir(save_dir: Path, input_dir: Path) -> None:
         raise SetupError(f"--save_dir {save_dir}: not writable ({exc.strerror}); choose another folder") from None
 
 
-def load_model(model_cfg, args, device):
-    from guided_diffusion.unet import create_model
-    from util.checkpoint import CheckpointError
-    from util.download import DownloadError, ensure_checkpoint
-
-    path = model_cfg.model_path
-    if path is None:
-        if not args.allow_random_weights:
-            raise SetupError(f"{args.model_config}: model_path is empty; set it to "
-                             "256x256_diffusion_uncond.pt (or pass --allow_random_weights for timing runs)")
-    else:
-        try:
-            path = str(ensure_checkpoint(Path(path), assume_yes=args.download_checkpoint))
-        except DownloadError as exc:
-            raise SetupError(str(exc)) from None
-    try:
-        model = create_model(**model_cfg.unet_kwargs(), model_path=path, attention=args.attention)
-    except CheckpointError as exc:
-        raise SetupError(str(exc)) from None
-    return model.to(device).eval()
+def remove_stale_temporaries(save_dir: Path) -> None:
+    """Temporary files of a run killed outright (SIGKILL, power loss) never became outputs;
+    remove them so the folder holds only complete files."""
+    for folder in (save_dir, *[p for p in save_dir.rglob("*") if p.is_dir()]):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
-def load_pair_tensors(pair, crop_multiple: int, device):
-    """Both sources as grey (N=1, 1, H, W) in [-1, 1], cropped top-left to the multiple."""
-    ir = read_gray(pair.a)
-    vis = read_gray(pair.b)
-    if ir.shape != vis.shape:
-        raise ImageError(f"{pair.a}: size {ir.shape[1]}x{ir.shape[0]} differs from its partner "
-                         f"{pair.b} ({vis.shape[1]}x{vis.shape[0]}); resize one to match")
-    h, w = ir.shape
-    h_crop, w_crop = h - h % crop_multiple, w - w % crop_multiple
-    if h_crop == 0 or w_crop == 0:
-        raise ImageError(f"{pair.a}: {w}x{h} is smaller than {crop_multiple} px on a side; "
-                         f"use images of at least {crop_multiple}x{crop_multiple}")
-
-    def prep(gray):
-        t = torch.from_numpy(np.ascontiguousarray(gray[:h_crop, :w_crop]))[None, None]
-        return ((t / 255) * 2 - 1).to(device)
-    return prep(ir), prep(vis)
-
-
-def progress_writer(folder: Path):
-    def on_step(info):
-        image = to_gray_uint8(info["sample"], rounding="progress")[0].cpu().numpy()
-        write_png_atomic(folder / f"x_{info['step']:04d}.png", image)
-    return on_step
-
-
-class TraceRecorder:
-    """Observes every step and keeps its tensors on the host, keyed as ``golden/.../trace.npz``
-    (step000 = the first, noisiest step). ``em_F`` is the luminance of the corrected x0."""
+class Distributed:
+    """torchrun support: rank r of W takes pairs r, r+W, ... of the sorted list."""
 
     def __init__(self):
-        self.arrays = {}
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.active = self.world > 1
+        if self.active:
+            import torch.distributed as dist
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend=backend, timeout=timedelta(hours=12))
+
+    def device(self, gpu: int):
+        if self.active and torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)
+            return torch.device(f"cuda:{self.local_rank}")
+        return None  # Fuser picks --gpu or the CPU
+
+    def share(self, items: list) -> list:
+        return items[self.rank::self.world] if self.active else items
+
+    def total(self, counts: list[int]) -> list[int]:
+        if not self.active:
+            return counts
+        import torch.distributed as dist
+        t = torch.tensor(counts, dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t)
+        return t.cpu().tolist()
+
+    def close(self):
+        if self.active:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+
+
+class PairObserver:
+    """Observes the steps of one batch: progress PNGs and traces, per pair."""
+
+    def __init__(self, pairs, save_dir: Path, record: bool, trace: bool):
+        self.pairs, self.save_dir, self.record = pairs, save_dir, record
+        self.traces = [dict() for _ in pairs] if trace else None
         self.count = 0
 
     def __call__(self, info):
-        prefix = f"step{self.count:03d}__"
-        self.arrays[prefix + "t"] = np.array([info["step"]], dtype=np.int64)
-        self.arrays[prefix + "x"] = info["x_t"].cpu().numpy()
-        self.arrays[prefix + "em_f_pre"] = rgb_to_ycbcr_over_255(info["x0_raw"])[:, :1].cpu().numpy()
-        self.arrays[prefix + "em_F"] = rgb_to_ycbcr_over_255(info["x0_pred"])[:, :1].cpu().numpy()
-        self.arrays[prefix + "pred_xstart"] = info["x0_pred"].cpu().numpy()
-        self.arrays[prefix + "sample"] = info["sample"].cpu().numpy()
+        if self.record:
+            images = to_gray_uint8(info["sample"], rounding="progress").cpu().numpy()
+            for pair, image in zip(self.pairs, images):
+                write_png_atomic(self.save_dir / "progress" / pair.stem / f"x_{info['step']:04d}.png", image)
+        if self.traces is not None:
+            prefix = f"step{self.count:03d}__"
+            arrays = {"x": info["x_t"], "em_f_pre": rgb_to_ycbcr_over_255(info["x0_raw"])[:, :1],
+                      "em_F": rgb_to_ycbcr_over_255(info["x0_pred"])[:, :1],
+                      "pred_xstart": info["x0_pred"], "sample": info["sample"]}
+            for k, trace in enumerate(self.traces):
+                trace[prefix + "t"] = np.array([info["step"]], dtype=np.int64)
+                for key, value in arrays.items():
+                    trace[prefix + key] = value[k:k + 1].cpu().numpy()
         self.count += 1
 
-    def save(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **self.arrays)
-        os.replace(tmp, path)
+    def save_traces(self):
+        for pair, trace in zip(self.pairs, self.traces or []):
+            path = self.save_dir / "trace" / f"{pair.stem}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **trace)
+            os.replace(tmp, path)
 
 
-def observers(*callbacks):
-    active = [cb for cb in callbacks if cb is not None]
-    if not active:
-        return None
+def outputs_of(pair, args, save_dir: Path) -> list[Path]:
+    paths = [save_dir / "recon" / f"{pair.stem}.png"]
+    if args.color:
+        paths.append(save_dir / "color" / f"{pair.stem}.png")
+    if args.sheet:
+        paths.append(save_dir / "sheet" / f"{pair.stem}.png")
+    return paths
 
-    def on_step(info):
-        for cb in active:
-            cb(info)
-    return on_step
+
+def batches_by_size(loaded, batch_size: int):
+    """Group (pair, ir, vis) by source size, keeping the sorted order within each size."""
+    groups: dict = {}
+    for item in loaded:
+        groups.setdefault(item[1].gray.shape, []).append(item)
+    for items in groups.values():
+        for start in range(0, len(items), batch_size):
+            yield items[start:start + batch_size]
+
+
+def save_results(batch, results, args, save_dir: Path):
+    from util.sheet import contact_sheet
+    for (pair, ir, vis), result in zip(batch, results):
+        write_png_atomic(save_dir / "recon" / f"{pair.stem}.png", result["gray"])
+        if args.color:
+            write_png_atomic(save_dir / "color" / f"{pair.stem}.png", result["color"])
+        if args.sheet:
+            a_name, b_name = args.modalities
+            shown = result.get("color", result["gray"])
+            panels = [(a_name, ir.rgb), (b_name, vis.rgb),
+                      ("DDFM" if args.prior == "diffusion" else "EM only", shown)]
+            write_png_atomic(save_dir / "sheet" / f"{pair.stem}.png", contact_sheet(panels))
 
 
 def run(args) -> int:
-    check_args(args)
-    try:
-        model_cfg = load_model_config(args.model_config)
-        diff_cfg = load_diffusion_config(args.diffusion_config).with_overrides(
-            eta=args.eta, sampler=args.sampler, timestep_respacing=parse_respacing(args.steps))
-    except ConfigError as exc:
-        raise SetupError(str(exc)) from None
-    device = pick_device(args.gpu)
-
+    opts = check_args(args)
     input_dir, save_dir = Path(args.input), Path(args.save_dir)
     try:
         pairs, problems = find_pairs(input_dir, args.modalities)
@@ -217,63 +274,103 @@ def run(args) -> int:
         raise SetupError(str(exc)) from None
     prepare_save_dir(save_dir, input_dir)
 
-    model = load_model(model_cfg, args, device)
-    sched = make_schedule(diff_cfg.noise_schedule, diff_cfg.steps, diff_cfg.timestep_respacing, device)
-    opts = SamplerOptions(sampler=diff_cfg.sampler, model_mean_type=diff_cfg.model_mean_type,
-                          model_var_type=diff_cfg.model_var_type, clip_denoised=diff_cfg.clip_denoised,
-                          dynamic_threshold=diff_cfg.dynamic_threshold,
-                          rescale_timesteps=diff_cfg.rescale_timesteps, eta=diff_cfg.eta)
-    fusion = FusionOptions(lamb=args.lamb, rho=args.rho, em_roles=args.em_roles)
+    dist = Distributed()
+    try:
+        try:
+            fuser = Fuser(args.model_config, args.diffusion_config, device=dist.device(args.gpu),
+                          gpu=args.gpu, prior=args.prior, attention=args.attention,
+                          precision=args.precision, compile=args.compile,
+                          channels_last=args.channels_last, steps=parse_respacing(args.steps),
+                          eta=args.eta, sampler=args.sampler, em_iterations=args.em_iters,
+                          download_checkpoint=args.download_checkpoint,
+                          allow_random_weights=args.allow_random_weights)
+        except ConfigError as exc:
+            raise SetupError(str(exc)) from None
+        except Exception as exc:
+            from util.checkpoint import CheckpointError
+            from util.download import DownloadError
+            if isinstance(exc, (CheckpointError, DownloadError, ValueError)):
+                raise SetupError(str(exc)) from None
+            raise
+        if dist.rank == 0:
+            remove_stale_temporaries(save_dir)
+        return fuse_all(fuser, dist.share(pairs), problems if dist.rank == 0 else [], opts, args,
+                        save_dir, dist)
+    finally:
+        dist.close()
 
+
+def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
     from tqdm.auto import tqdm
     log = tqdm.write
-    failed = list(problems)
+    failed = len(problems)
     for line in problems:
-        log(f"skipped: {line}")
-    fused = skipped = 0
-    bar = tqdm(pairs, desc="pairs", disable=args.quiet)
-    for pair in bar:
-        out_path = save_dir / "recon" / f"{pair.stem}.png"
-        if out_path.exists() and not args.overwrite:
+        log(f"failed: {line}")
+    skipped = fused = 0
+    todo = []
+    for pair in pairs:
+        if not args.overwrite and all(p.exists() for p in outputs_of(pair, args, save_dir)):
             skipped += 1
             continue
         try:
-            ir, vis = load_pair_tensors(pair, args.crop_multiple, device)
-            trace = TraceRecorder() if args.trace else None
-            callback = observers(progress_writer(save_dir / "progress" / pair.stem) if args.record else None,
-                                 trace)
-            with torch.inference_mode():
-                rgb = fuse(model, sched, opts, ir, vis, [args.seed], fusion, callback=callback,
-                           progress=not args.quiet, desc=pair.stem)
-            check_finite(rgb, [str(pair.a)])
-            if trace is not None:
-                trace.save(save_dir / "trace" / f"{pair.stem}.npz")
-            write_png_atomic(out_path, to_gray_uint8(rgb, rounding="recon")[0].cpu().numpy())
-            fused += 1
+            todo.append((pair, load_source(pair.a), load_source(pair.b)))
+        except ImageError as exc:
+            failed += 1
+            log(f"failed: {exc}")
+
+    bar = tqdm(total=len(todo), desc="pairs", disable=args.quiet)
+    for batch in batches_by_size(todo, args.batch):
+        names = ", ".join(pair.stem for pair, _, _ in batch)
+        try:
+            observer = (PairObserver([p for p, _, _ in batch], save_dir, args.record, args.trace)
+                        if (args.record or args.trace) else None)
+            results = fuser.fuse_sources([ir for _, ir, _ in batch], [vis for _, _, vis in batch], opts,
+                                         callback=observer, progress=not args.quiet, desc=names)
+            if observer is not None:
+                observer.save_traces()
+            save_results(batch, results, args, save_dir)
+            fused += len(batch)
         except (ImageError, FusionError) as exc:
-            failed.append(str(exc))
+            failed += len(batch)
             log(f"failed: {exc}")
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            msg = (f"{pair.a}: CUDA out of memory at {tuple(ir.shape[-2:])}; try --precision bf16 "
-                   "or smaller images")
-            failed.append(msg)
-            log(f"failed: {msg}")
-    print(f"done: {fused} fused, {skipped} skipped (already there; --overwrite to redo), "
-          f"{len(failed)} failed -> {save_dir / 'recon'}", file=sys.stderr)
+            failed += len(batch)
+            h, w = batch[0][1].gray.shape
+            log(f"failed: {batch[0][0].a}: out of GPU memory at {w}x{h} (batch {len(batch)}); "
+                "try --precision bf16, --batch 1 or smaller images")
+        bar.update(len(batch))
+    bar.close()
+    fused, skipped, failed = dist.total([fused, skipped, failed])
+    if dist.rank == 0:
+        print(f"done: {fused} fused, {skipped} skipped (outputs exist; --overwrite to redo), "
+              f"{failed} failed -> {save_dir}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    previous = None
+    try:  # SIGTERM cleans up temporaries as Ctrl-C does (only possible in the main thread)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except (ValueError, AttributeError):
+        pass
     try:
         return run(args)
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished outputs are kept, no partial file was written", file=sys.stderr)
+        print("interrupted: finished outputs are kept, no partial file was written; "
+              "run the same command again to continue", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

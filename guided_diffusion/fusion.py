@@ -37,12 +37,7 @@ def em_hook(ir: torch.Tensor, vis: torch.Tensor, fusion: FusionOptions):
     Luminance is the release's transform (studio-swing YCbCr of x0 in [-1, 1] as if it were
     [0, 1] RGB, over 255); the EM output replaces it and x0 goes back to RGB by the inverse.
     """
-    if fusion.em_roles == "release":
-        img_i, img_v = vis, ir
-    elif fusion.em_roles == "paper":
-        img_i, img_v = ir, vis
-    else:
-        raise ValueError(f"unknown em_roles {fusion.em_roles!r}: use one of {', '.join(EM_ROLES)}")
+    img_i, img_v = em_role_images(ir, vis, fusion.em_roles)
 
     def hook(x0_pred, step, state):
         ycbcr = rgb_to_ycbcr_over_255(x0_pred)
@@ -87,14 +82,7 @@ def to_gray_uint8(rgb: torch.Tensor, rounding: str = "recon") -> torch.Tensor:
     to [0, 255]; ``rounding`` "recon" stores floor(v + 0.4999) (what the release's recon PNGs
     hold), "progress" floor(v) (its ``astype('uint8')``). A constant image maps to 0.
     Returns (N, H, W) uint8 on the same device."""
-    luma = luma_bt601(rgb)[:, 0]
-    lo = luma.amin(dim=(1, 2), keepdim=True)
-    hi = luma.amax(dim=(1, 2), keepdim=True)
-    span = hi - lo
-    scaled = torch.where(span > 0, (luma - lo) / torch.where(span > 0, span, torch.ones_like(span)),
-                         torch.zeros_like(luma)) * 255
-    offset = 0.4999 if rounding == "recon" else 0.0
-    return torch.floor(scaled + offset).clamp(0, 255).to(torch.uint8)
+    return normalise_to_uint8(luma_bt601(rgb), rounding)
 
 
 def check_finite(rgb: torch.Tensor, names: Sequence[str]) -> None:
@@ -105,3 +93,38 @@ def check_finite(rgb: torch.Tensor, names: Sequence[str]) -> None:
     if failed:
         raise FusionError(f"non-finite values in the sample of {', '.join(failed)}; "
                           "try another seed or --precision fp32")
+
+
+def em_role_images(ir: torch.Tensor, vis: torch.Tensor, em_roles: str):
+    """(I, V) of the EM model for the chosen role assignment (see EM_ROLES)."""
+    if em_roles == "release":
+        return vis, ir
+    if em_roles == "paper":
+        return ir, vis
+    raise ValueError(f"unknown em_roles {em_roles!r}: use one of {', '.join(EM_ROLES)}")
+
+
+def em_only_fusion(ir: torch.Tensor, vis: torch.Tensor, fusion: FusionOptions,
+                   iterations: int) -> torch.Tensor:
+    """The EM-only baseline (``--prior none``): the hierarchical Bayesian fusion model iterated
+    on its own, with no diffusion prior. Starts from the mean of the two sources and feeds each
+    EM output back as the next estimate. Returns the fused luminance (N, 1, H, W)."""
+    img_i, img_v = em_role_images(ir, vis, fusion.em_roles)
+    state = em_init(img_i)
+    fused = (img_i + img_v) / 2
+    for _ in range(iterations):
+        fused, state = em_step(fused, img_i, img_v, state, fusion.lamb, fusion.rho)
+    return fused
+
+
+def normalise_to_uint8(luma: torch.Tensor, rounding: str = "recon") -> torch.Tensor:
+    """(N, 1, H, W) or (N, H, W) -> (N, H, W) uint8, min-max normalised per image to [0, 255]."""
+    if luma.dim() == 4:
+        luma = luma[:, 0]
+    lo = luma.amin(dim=(1, 2), keepdim=True)
+    hi = luma.amax(dim=(1, 2), keepdim=True)
+    span = hi - lo
+    safe_span = torch.where(span > 0, span, torch.ones_like(span))
+    scaled = torch.where(span > 0, (luma - lo) / safe_span, torch.zeros_like(luma)) * 255
+    offset = 0.4999 if rounding == "recon" else 0.0
+    return torch.floor(scaled + offset).clamp(0, 255).to(torch.uint8)

@@ -1,0 +1,283 @@
+"""DDFM from Python: build a fuser once (the model loaded once), call it on many pairs.
+
+    from ddfm import Fuser
+    fuser = Fuser("configs/model_config_imagenet.yaml", "configs/diffusion_config.yaml")
+    fused = fuser("input/ir/FLIR_03952.jpg", "input/vi/FLIR_03952.jpg")   # (H, W) uint8
+    rgb = fuser(ir_array, vis_pil_image, color=True, seed=1)               # (H, W, 3) uint8
+
+``sample.py`` runs exactly this code for every batch of pairs; nothing here touches the
+output folders.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from guided_diffusion.diffusion import SamplerOptions, make_schedule
+from guided_diffusion.fusion import (EM_ROLES, FusionError, FusionOptions, check_finite,
+                                     em_only_fusion, fuse, normalise_to_uint8)
+from util.color import luma_bt601, rgb_from_ycbcr_full, ycbcr_full_from_rgb
+from util.config import DiffusionConfig, ModelConfig, load_diffusion_config, load_model_config
+from util.images import ImageError, read_rgb, rgb_to_gray_float
+
+PRIORS = ("diffusion", "none")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+SIZES = ("crop", "pad")
+ImageLike = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    """Per-call settings that change the output (all defaults reproduce the release)."""
+    seed: int = 3407             # reset for every pair, as released
+    lamb: float = 0.5
+    rho: float = 0.001
+    em_roles: str = "release"    # see guided_diffusion.fusion.EM_ROLES
+    size: str = "crop"           # crop: top-left to multiples (released); pad: reflect-pad, crop back
+    crop_multiple: int = 32
+    color: bool = False          # also return Y-fused / CbCr-from-the-colour-source RGB
+
+    def validate(self) -> "FuseOptions":
+        if not self.lamb > 0:
+            raise ValueError(f"lamb must be > 0, got {self.lamb}")
+        if not self.rho >= 0:
+            raise ValueError(f"rho must be >= 0, got {self.rho}")
+        if self.em_roles not in EM_ROLES:
+            raise ValueError(f"em_roles must be one of {', '.join(EM_ROLES)}, got {self.em_roles!r}")
+        if self.size not in SIZES:
+            raise ValueError(f"size must be one of {', '.join(SIZES)}, got {self.size!r}")
+        if self.crop_multiple < 1:
+            raise ValueError(f"crop_multiple must be >= 1, got {self.crop_multiple}")
+        return self
+
+
+@dataclass
+class Source:
+    """One decoded source image: RGB as decoded and its grey (0..255 float32, the release's)."""
+    rgb: np.ndarray
+    gray: np.ndarray
+    name: str
+
+    @property
+    def has_chroma(self) -> bool:
+        return not (np.array_equal(self.rgb[..., 0], self.rgb[..., 1])
+                    and np.array_equal(self.rgb[..., 1], self.rgb[..., 2]))
+
+
+def load_source(image: ImageLike, name: str = "image") -> Source:
+    """Paths, PIL images, (H, W) grey arrays (0..255) and (H, W, 3) RGB uint8 arrays."""
+    if isinstance(image, (str, os.PathLike)):
+        rgb = read_rgb(image)
+        return Source(rgb, rgb_to_gray_float(rgb), str(image))
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL image
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return Source(rgb, rgb_to_gray_float(rgb), name)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        gray = array.astype(np.float32)
+        if gray.size and (gray.min() < 0 or gray.max() > 255):
+            raise ImageError(f"{name}: grey values must lie in 0..255, got {gray.min()}..{gray.max()}")
+        rgb8 = np.repeat(np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        return Source(rgb8, np.round(gray).astype(np.float32), name)
+    if array.ndim == 3 and array.shape[2] in (3, 4) and array.dtype == np.uint8:
+        rgb = np.ascontiguousarray(array[..., :3])
+        return Source(rgb, rgb_to_gray_float(rgb), name)
+    raise ImageError(f"{name}: expected (H, W) grey or (H, W, 3) uint8 RGB, got shape "
+                     f"{array.shape} dtype {array.dtype}")
+
+
+def pick_device(device=None, gpu: int = 0) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        if not 0 <= gpu < torch.cuda.device_count():
+            raise ValueError(f"gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return torch.device(f"cuda:{gpu}")
+    return torch.device("cpu")
+
+
+class Fuser:
+    """The DDFM pipeline with its model and schedule built once.
+
+    ``prior="none"`` builds no UNet and needs no checkpoint: the EM fusion model is iterated on
+    its own (``em_iterations``, default: as many as the sampler has steps).
+    """
+
+    def __init__(self, model_config: Union[str, os.PathLike, ModelConfig] = "configs/model_config_imagenet.yaml",
+                 diffusion_config: Union[str, os.PathLike, DiffusionConfig] = "configs/diffusion_config.yaml",
+                 *, device=None, gpu: int = 0, prior: str = "diffusion", attention: str = "auto",
+                 precision: str = "fp32", compile: bool = False, channels_last: bool = False,
+                 steps=None, eta: Optional[float] = None, sampler: Optional[str] = None,
+                 em_iterations: Optional[int] = None, download_checkpoint: bool = False,
+                 allow_random_weights: bool = False):
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.device = pick_device(device, gpu)
+        self.prior = prior
+        self.precision = precision
+        self.channels_last = channels_last
+        diff_cfg = (diffusion_config if isinstance(diffusion_config, DiffusionConfig)
+                    else load_diffusion_config(diffusion_config))
+        self.diffusion_config = diff_cfg.with_overrides(eta=eta, sampler=sampler, timestep_respacing=steps)
+        self.schedule = make_schedule(self.diffusion_config.noise_schedule, self.diffusion_config.steps,
+                                      self.diffusion_config.timestep_respacing, self.device)
+        d = self.diffusion_config
+        self.sampler_options = SamplerOptions(
+            sampler=d.sampler, model_mean_type=d.model_mean_type, model_var_type=d.model_var_type,
+            clip_denoised=d.clip_denoised, dynamic_threshold=d.dynamic_threshold,
+            rescale_timesteps=d.rescale_timesteps, eta=d.eta)
+        self.em_iterations = em_iterations if em_iterations is not None else self.schedule.num_steps
+        self.model = None
+        self.model_config = None
+        if prior == "diffusion":
+            self.model_config = (model_config if isinstance(model_config, ModelConfig)
+                                 else load_model_config(model_config))
+            self.model = self._load_model(attention, compile, download_checkpoint, allow_random_weights)
+        _set_tf32(precision == "tf32")
+
+    # -- model -------------------------------------------------------------------------------
+    def _load_model(self, attention, compile, download_checkpoint, allow_random_weights):
+        from guided_diffusion.unet import create_model
+        from util.download import ensure_checkpoint
+
+        path = self.model_config.model_path
+        if path is None and not allow_random_weights:
+            raise ValueError("model_path is empty in the model config; set it to "
+                             "256x256_diffusion_uncond.pt (allow_random_weights=True for timing runs)")
+        if path is not None:
+            path = str(ensure_checkpoint(Path(path), assume_yes=download_checkpoint))
+        model = create_model(**self.model_config.unet_kwargs(), model_path=path, attention=attention)
+        model = model.to(self.device).eval()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if compile:
+            model = torch.compile(model, dynamic=True)
+        return model
+
+    def _autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def model_fn(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network as the sampler calls it, in the chosen precision; output float32."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            return self.model(x, t).float()
+
+    # -- geometry ----------------------------------------------------------------------------
+    @staticmethod
+    def working_size(height: int, width: int, opts: FuseOptions) -> tuple[int, int]:
+        m = opts.crop_multiple
+        if opts.size == "crop":
+            return height - height % m, width - width % m
+        return -(-height // m) * m, -(-width // m) * m
+
+    def _to_tensor(self, grays: Sequence[np.ndarray], opts: FuseOptions) -> torch.Tensor:
+        """Grey 0..255 -> (N, 1, h, w) in [-1, 1] on the device, cropped or reflect-padded."""
+        height, width = grays[0].shape
+        work_h, work_w = self.working_size(height, width, opts)
+        if opts.size == "crop":
+            batch = np.stack([g[:work_h, :work_w] for g in grays])[:, None]
+            t = torch.from_numpy(np.ascontiguousarray(batch))
+        else:
+            t = torch.from_numpy(np.stack(grays)[:, None].copy())
+        t = ((t / 255) * 2 - 1).to(self.device)
+        if opts.size == "pad" and (work_h, work_w) != (height, width):
+            t = F.pad(t, (0, work_w - width, 0, work_h - height), mode="reflect")
+        return t
+
+    # -- fusion ------------------------------------------------------------------------------
+    def fuse_sources(self, ir: Sequence[Source], vis: Sequence[Source], opts: FuseOptions = FuseOptions(),
+                     *, callback: Optional[Callable[[dict], None]] = None, progress: bool = False,
+                     desc: str = "steps") -> list[dict]:
+        """Fuse a batch of same-size pairs. Returns per pair {"gray": (h, w) uint8, and with
+        ``opts.color`` "color": (h, w, 3) uint8}; h, w are the cropped size, or the source size
+        with ``size="pad"``. The callback observes each step, its "sample" cut to that size."""
+        opts = opts.validate()
+        if not ir or len(ir) != len(vis):
+            raise ValueError("need the same positive number of infrared and visible sources")
+        height, width = ir[0].gray.shape
+        for a, b in zip(ir, vis):
+            if a.gray.shape != (height, width) or b.gray.shape != (height, width):
+                raise ImageError(f"{a.name}: size {a.gray.shape[1]}x{a.gray.shape[0]} differs from "
+                                 f"{b.name} ({b.gray.shape[1]}x{b.gray.shape[0]}); resize one to match")
+        m = opts.crop_multiple
+        if height < m or width < m:
+            raise ImageError(f"{ir[0].name}: {width}x{height} is smaller than {m} px on a side; "
+                             f"use images of at least {m}x{m}")
+        work_h, work_w = self.working_size(height, width, opts)
+        out_h, out_w = (work_h, work_w) if opts.size == "crop" else (height, width)
+        ir_t = self._to_tensor([s.gray for s in ir], opts)
+        vis_t = self._to_tensor([s.gray for s in vis], opts)
+        fusion = FusionOptions(lamb=opts.lamb, rho=opts.rho, em_roles=opts.em_roles)
+
+        with torch.inference_mode():
+            if self.prior == "none":
+                luma = em_only_fusion(ir_t, vis_t, fusion, self.em_iterations)
+            else:
+                observer = None
+                if callback is not None:
+                    def observer(info):
+                        callback({**info, "sample": info["sample"][..., :out_h, :out_w]})
+                rgb = fuse(self.model_fn, self.schedule, self.sampler_options, ir_t, vis_t,
+                           [opts.seed] * len(ir), fusion, callback=observer, progress=progress, desc=desc)
+                luma = luma_bt601(rgb)
+            luma = luma[..., :out_h, :out_w]
+            check_finite(luma, [s.name for s in ir])
+            gray = normalise_to_uint8(luma, rounding="recon").cpu().numpy()
+
+        results = []
+        for k in range(len(ir)):
+            result = {"gray": gray[k]}
+            if opts.color:
+                result["color"] = colorize(gray[k], ir[k], vis[k], out_h, out_w)
+            results.append(result)
+        return results
+
+    def __call__(self, ir: ImageLike, vis: ImageLike, **options) -> np.ndarray:
+        """Fuse one pair; options are :class:`FuseOptions` fields. Returns (H, W) uint8 grey, or
+        with ``color=True`` (H, W, 3) uint8 RGB."""
+        opts = replace(FuseOptions(), **options)
+        result = self.fuse_sources([load_source(ir, "ir")], [load_source(vis, "vis")], opts)[0]
+        return result["color"] if opts.color else result["gray"]
+
+
+def colour_source(ir: Source, vis: Source) -> Optional[Source]:
+    """Where chroma comes from: the visible-role image if it has colour (infrared-visible),
+    else the infrared-role image if it has (PET/SPECT pseudo-colour), else none (grey)."""
+    for candidate in (vis, ir):
+        if candidate.has_chroma:
+            return candidate
+    return None
+
+
+def colorize(gray: np.ndarray, ir: Source, vis: Source, height: int, width: int) -> np.ndarray:
+    """Fused luminance with the colour source's chroma: Y = the fused grey, Cb/Cr = those of
+    the colour source (full-range BT.601, the field's convention), back to 8-bit RGB. With no
+    colour source the grey result is returned as RGB (grey stays grey)."""
+    source = colour_source(ir, vis)
+    if source is None:
+        return np.repeat(gray[..., None], 3, axis=2)
+    src = torch.from_numpy(source.rgb[:height, :width].astype(np.float32)).permute(2, 0, 1)[None]
+    ycbcr = ycbcr_full_from_rgb(src)
+    ycbcr[:, 0] = torch.from_numpy(gray.astype(np.float32))
+    rgb = rgb_from_ycbcr_full(ycbcr)[0].permute(1, 2, 0)
+    return torch.round(rgb).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _set_tf32(enabled: bool) -> None:
+    """fp32 is faithful only with TF32 off (cuDNN allows it by default); tf32 turns it on."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
