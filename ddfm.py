@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from guided_diffusion.diffusion import SamplerOptions, make_schedule
-from guided_diffusion.fusion import (EM_ROLES, FusionError, FusionOptions, check_finite,
+from guided_diffusion.fusion import (EM_ROLES, FusionError, FusionOptions,
                                      em_only_fusion, fuse, normalise_to_uint8)
 from util.color import luma_bt601, rgb_from_ycbcr_full, ycbcr_full_from_rgb
 from util.config import DiffusionConfig, ModelConfig, load_diffusion_config, load_model_config
@@ -116,7 +116,7 @@ class Fuser:
                  precision: str = "fp32", compile: bool = False, channels_last: bool = False,
                  steps=None, eta: Optional[float] = None, sampler: Optional[str] = None,
                  em_iterations: Optional[int] = None, download_checkpoint: bool = False,
-                 allow_random_weights: bool = False):
+                 allow_random_weights: bool = False, batched_unet: bool = False):
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
         if precision not in PRECISIONS:
@@ -125,6 +125,7 @@ class Fuser:
         self.prior = prior
         self.precision = precision
         self.channels_last = channels_last
+        self.batched_unet = batched_unet
         diff_cfg = (diffusion_config if isinstance(diffusion_config, DiffusionConfig)
                     else load_diffusion_config(diffusion_config))
         self.diffusion_config = diff_cfg.with_overrides(eta=eta, sampler=sampler, timestep_respacing=steps)
@@ -170,11 +171,18 @@ class Fuser:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def model_fn(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The network as the sampler calls it, in the chosen precision; output float32."""
+        """The network as the sampler calls it, in the chosen precision; output float32.
+
+        A batch of pairs goes through the UNet one pair at a time unless ``batched_unet``:
+        convolution and GEMM kernels round differently at different batch sizes (seen here on
+        the first 3x3 convolution, ~1e-6), so only per-pair calls make a pair's output
+        identical whatever the batch. The EM step, FFTs and sampler updates stay batched."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            return self.model(x, t).float()
+            if self.batched_unet or x.shape[0] == 1:
+                return self.model(x, t).float()
+            return torch.cat([self.model(x[k:k + 1], t[k:k + 1]) for k in range(x.shape[0])]).float()
 
     # -- geometry ----------------------------------------------------------------------------
     @staticmethod
@@ -185,18 +193,18 @@ class Fuser:
         return -(-height // m) * m, -(-width // m) * m
 
     def _to_tensor(self, grays: Sequence[np.ndarray], opts: FuseOptions) -> torch.Tensor:
-        """Grey 0..255 -> (N, 1, h, w) in [-1, 1] on the device, cropped or reflect-padded."""
-        height, width = grays[0].shape
-        work_h, work_w = self.working_size(height, width, opts)
-        if opts.size == "crop":
-            batch = np.stack([g[:work_h, :work_w] for g in grays])[:, None]
-            t = torch.from_numpy(np.ascontiguousarray(batch))
-        else:
-            t = torch.from_numpy(np.stack(grays)[:, None].copy())
-        t = ((t / 255) * 2 - 1).to(self.device)
-        if opts.size == "pad" and (work_h, work_w) != (height, width):
-            t = F.pad(t, (0, work_w - width, 0, work_h - height), mode="reflect")
-        return t
+        """Grey 0..255 -> (N, 1, h, w) in [-1, 1] on the device: each image cropped top-left to
+        its working size ("crop") or reflect-padded up to it ("pad")."""
+        tensors = []
+        for gray in grays:
+            height, width = gray.shape
+            work_h, work_w = self.working_size(height, width, opts)
+            t = torch.from_numpy(np.ascontiguousarray(gray[:min(height, work_h), :min(width, work_w)]))
+            t = ((t[None, None] / 255) * 2 - 1).to(self.device)
+            if (work_h, work_w) != tuple(t.shape[-2:]):
+                t = F.pad(t, (0, work_w - t.shape[-1], 0, work_h - t.shape[-2]), mode="reflect")
+            tensors.append(t)
+        return torch.cat(tensors)
 
     # -- fusion ------------------------------------------------------------------------------
     def fuse_sources(self, ir: Sequence[Source], vis: Sequence[Source], opts: FuseOptions = FuseOptions(),
@@ -208,16 +216,21 @@ class Fuser:
         opts = opts.validate()
         if not ir or len(ir) != len(vis):
             raise ValueError("need the same positive number of infrared and visible sources")
-        height, width = ir[0].gray.shape
-        for a, b in zip(ir, vis):
-            if a.gray.shape != (height, width) or b.gray.shape != (height, width):
-                raise ImageError(f"{a.name}: size {a.gray.shape[1]}x{a.gray.shape[0]} differs from "
-                                 f"{b.name} ({b.gray.shape[1]}x{b.gray.shape[0]}); resize one to match")
         m = opts.crop_multiple
-        if height < m or width < m:
-            raise ImageError(f"{ir[0].name}: {width}x{height} is smaller than {m} px on a side; "
-                             f"use images of at least {m}x{m}")
+        for a, b in zip(ir, vis):
+            if a.gray.shape != b.gray.shape:
+                raise ImageError(f"{a.name}: size {a.gray.shape[1]}x{a.gray.shape[0]} differs from its "
+                                 f"partner {b.name} ({b.gray.shape[1]}x{b.gray.shape[0]}); resize one to match")
+            if min(a.gray.shape) < m:
+                raise ImageError(f"{a.name}: {a.gray.shape[1]}x{a.gray.shape[0]} is smaller than {m} px "
+                                 f"on a side; use images of at least {m}x{m}")
+        height, width = ir[0].gray.shape
         work_h, work_w = self.working_size(height, width, opts)
+        same = (lambda a: a.gray.shape == (height, width)) if opts.size == "pad" else \
+            (lambda a: self.working_size(*a.gray.shape, opts) == (work_h, work_w))
+        if not all(same(a) for a in ir):
+            raise ValueError("the pairs of one batch must share one working size "
+                             "(sample.py groups them; call once per size)")
         out_h, out_w = (work_h, work_w) if opts.size == "crop" else (height, width)
         ir_t = self._to_tensor([s.gray for s in ir], opts)
         vis_t = self._to_tensor([s.gray for s in vis], opts)
@@ -235,11 +248,15 @@ class Fuser:
                            [opts.seed] * len(ir), fusion, callback=observer, progress=progress, desc=desc)
                 luma = luma_bt601(rgb)
             luma = luma[..., :out_h, :out_w]
-            check_finite(luma, [s.name for s in ir])
+            finite = torch.isfinite(luma).flatten(1).all(dim=1).cpu().tolist()
             gray = normalise_to_uint8(luma, rounding="recon").cpu().numpy()
 
         results = []
         for k in range(len(ir)):
+            if not finite[k]:
+                results.append({"error": f"{ir[k].name}: the sample holds NaN or Inf, nothing saved; "
+                                         "try another --seed or --precision fp32"})
+                continue
             result = {"gray": gray[k]}
             if opts.color:
                 result["color"] = colorize(gray[k], ir[k], vis[k], out_h, out_w)
@@ -251,6 +268,8 @@ class Fuser:
         with ``color=True`` (H, W, 3) uint8 RGB."""
         opts = replace(FuseOptions(), **options)
         result = self.fuse_sources([load_source(ir, "ir")], [load_source(vis, "vis")], opts)[0]
+        if "error" in result:
+            raise FusionError(result["error"])
         return result["color"] if opts.color else result["gray"]
 
 
