@@ -99,3 +99,24 @@ def manifest():
 @pytest.fixture(scope="session")
 def expected_metrics():
     return json.loads(_require(GOLDEN / "metrics" / "expected.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def metric_cases(golden, data_root, expected_metrics):
+    """The cases of ``golden/metrics/expected.json`` with their folders resolved: name ->
+    dict(input=source folder, modalities=[a, b], fused=fused folder, expected=the json entry).
+    ``sources`` is relative to the shared folder; ``fused`` to ``golden/metrics`` or, for the
+    pipeline case, to ``golden``."""
+    shared = data_root.parent
+    cases = {}
+    for name, case in expected_metrics.items():
+        fused = golden / "metrics" / case["fused"]
+        if not fused.is_dir():
+            fused = golden / case["fused"]
+        cases[name] = {
+            "input": _require(shared / case["sources"]),
+            "modalities": list(case["modalities"]),
+            "fused": _require(fused),
+            "expected": case,
+        }
+    return cases

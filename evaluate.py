@@ -1,0 +1,335 @@
+"""Evaluate fused images against their sources and print the papers' metric table.
+
+    python evaluate.py --input input --fused output/recon
+    python evaluate.py --input ../shared/data/MRI_CT --modalities CT,MRI --fused A --fused B
+
+``--input`` holds one folder per modality (default ``ir`` and ``vi``; the first plays the
+infrared role), with the same file names in each; every ``--fused`` folder (one method each)
+holds one fused image per source pair, named like the sources (any image extension; DDFM's
+``sample.py`` writes ``<name>.png``). Images are read as the reference evaluator reads them
+(grey = round(0.299 R + 0.587 G + 0.114 B)); the metrics are those of ``util/metrics.py``.
+
+The table (stdout) has one row per fused folder: the mean of every metric over the pairs, two
+decimals, columns EN SD MI VIF Qabf SSIM (DDFM's Table 1), then SF AG SCD CC PSNR MSE, then how
+many pairs were counted and for how many the sources were cropped. A fused image smaller than
+its sources by fewer than 32 pixels per side (``sample.py`` crops to multiples of 32) is compared
+with the sources cropped top-left to its size; any other size mismatch, a missing or unreadable
+image is named on stderr, one line each, and not counted. ``--csv``, ``--json`` and ``--md``
+write every per-image value and the means.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from tqdm import tqdm
+
+from util.images import IMAGE_EXTENSIONS, ImageError, read_gray
+from util.metrics import PROFILES, TABLE_COLUMNS, evaluate_pair, get_profile
+
+CROP_LIMIT = 32  # a fused image may be smaller than its sources by fewer pixels than this
+
+
+@dataclass
+class MethodResult:
+    name: str
+    fused_dir: Path
+    per_image: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    cropped: List[str] = field(default_factory=list)
+    skipped: List[Dict[str, str]] = field(default_factory=list)
+
+    @property
+    def mean(self) -> Dict[str, float]:
+        if not self.per_image:
+            return {}
+        n = len(self.per_image)
+        return {k: math.fsum(v[k] for v in self.per_image.values()) / n for k in TABLE_COLUMNS}
+
+
+class UsageError(Exception):
+    """A problem with the command line or the folders; reported as one line, exit status 2."""
+
+
+def _list_images(folder: Path) -> Dict[str, List[Path]]:
+    """Image files of a folder by name stem (a stem may map to several files)."""
+    out: Dict[str, List[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+            out.setdefault(p.stem, []).append(p)
+    return out
+
+
+def _find_fused(fused: Dict[str, List[Path]], stem: str) -> Optional[List[Path]]:
+    if stem in fused:
+        return fused[stem]
+    short = stem.split(".")[0]  # sample.py names its output after the text before the first dot
+    return fused.get(short)
+
+
+def _method_names(dirs: Sequence[Path]) -> List[str]:
+    names = [d.name or str(d) for d in dirs]
+    if len(set(names)) < len(names):  # two folders called e.g. 'recon': use the paths given
+        names = [str(d) for d in dirs]
+    if len(set(names)) < len(names):
+        raise UsageError("the same --fused folder is given twice")
+    return names
+
+
+def _source_pairs(input_dir: Path, modalities: Sequence[str]):
+    if not input_dir.is_dir():
+        raise UsageError(f"--input {input_dir}: not a folder")
+    folders = [input_dir / m for m in modalities]
+    missing = [f for f in folders if not f.is_dir()]
+    if missing:
+        have = sorted(p.name for p in input_dir.iterdir() if p.is_dir())
+        hint = f"; its folders are {', '.join(have)}: name two with --modalities A,B" if have else ""
+        raise UsageError(f"--input {input_dir} has no folder {missing[0].name!r}{hint}")
+    a_imgs, b_imgs = (_list_images(f) for f in folders)
+    problems = []
+    stems = []
+    for stem in sorted(set(a_imgs) | set(b_imgs)):
+        if stem not in b_imgs:
+            problems.append((stem, f"no {modalities[1]} source"))
+        elif stem not in a_imgs:
+            problems.append((stem, f"no {modalities[0]} source"))
+        elif len(a_imgs[stem]) > 1 or len(b_imgs[stem]) > 1:
+            problems.append((stem, "several source files share this name"))
+        else:
+            stems.append(stem)
+    if not stems and not problems:
+        raise UsageError(f"--input {input_dir}: no images in {folders[0]} and {folders[1]}")
+    return [(s, a_imgs[s][0], b_imgs[s][0]) for s in stems], problems
+
+
+def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn) -> MethodResult:
+    res = MethodResult(name, fused_dir)
+
+    def skip(stem: str, reason: str) -> None:
+        res.skipped.append({"image": stem, "reason": reason})
+        warn(f"{name}/{stem}: {reason}; not counted")
+
+    for stem, reason in source_problems:
+        skip(stem, reason)
+    fused = _list_images(fused_dir)
+    for stem, path_a, path_b in tqdm(pairs, desc=name, unit="img", file=sys.stderr,
+                                     dynamic_ncols=True, leave=False):
+        found = _find_fused(fused, stem)
+        if not found:
+            skip(stem, f"no fused image in {fused_dir}")
+            continue
+        if len(found) > 1:
+            skip(stem, f"several fused images: {', '.join(p.name for p in found)}")
+            continue
+        try:
+            f = read_gray(found[0])
+            a = read_gray(path_a)
+            b = read_gray(path_b)
+        except ImageError as exc:
+            skip(stem, str(exc))
+            continue
+        if a.shape != b.shape:
+            skip(stem, f"sources differ in size ({path_a.name} {a.shape[1]}x{a.shape[0]}, "
+                       f"{path_b.name} {b.shape[1]}x{b.shape[0]})")
+            continue
+        (h, w), (sh, sw) = f.shape, a.shape
+        if (h, w) != (sh, sw):
+            if h <= sh and w <= sw and sh - h < CROP_LIMIT and sw - w < CROP_LIMIT:
+                a, b = a[:h, :w], b[:h, :w]
+                res.cropped.append(stem)
+            else:
+                skip(stem, f"fused image is {w}x{h}, sources are {sw}x{sh} "
+                           f"(only a crop of fewer than {CROP_LIMIT} pixels per side is accepted)")
+                continue
+        try:
+            res.per_image[stem] = evaluate_pair(f, a, b, profile)
+        except ValueError as exc:
+            skip(stem, str(exc))
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def format_table(results: Sequence[MethodResult]) -> str:
+    header = ["Method", *TABLE_COLUMNS, "pairs", "cropped"]
+    rows = []
+    for r in results:
+        m = r.mean
+        rows.append([r.name, *(_fmt(m.get(k)) for k in TABLE_COLUMNS),
+                     str(len(r.per_image)), str(len(r.cropped))])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def _to_json(results, profile, input_dir, modalities) -> str:
+    doc = {
+        "profile": profile.name,
+        "profile_description": profile.description,
+        "input": str(input_dir),
+        "modalities": list(modalities),
+        "metrics": list(TABLE_COLUMNS),
+        "methods": {
+            r.name: {
+                "fused": str(r.fused_dir),
+                "count": len(r.per_image),
+                "mean": r.mean,
+                "per_image": r.per_image,
+                "cropped": r.cropped,
+                "skipped": r.skipped,
+            } for r in results
+        },
+    }
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def _to_csv(results) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "image", "cropped", *TABLE_COLUMNS])
+    for r in results:
+        for stem, vals in r.per_image.items():
+            w.writerow([r.name, stem, int(stem in r.cropped), *(repr(vals[k]) for k in TABLE_COLUMNS)])
+        if r.per_image:
+            m = r.mean
+            w.writerow([r.name, "mean", len(r.cropped), *(repr(m[k]) for k in TABLE_COLUMNS)])
+    return buf.getvalue()
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _to_md(results, profile, input_dir, modalities) -> str:
+    out = [f"# Fusion metrics: `{input_dir}` ({', '.join(modalities)}), profile `{profile.name}`",
+           "", profile.description + ".", "",
+           "## Means", "",
+           _md_row(["Method", *TABLE_COLUMNS, "pairs", "cropped"]),
+           _md_row(["---"] + ["---:"] * (len(TABLE_COLUMNS) + 2))]
+    for r in results:
+        m = r.mean
+        out.append(_md_row([r.name, *(_fmt(m.get(k)) for k in TABLE_COLUMNS),
+                            str(len(r.per_image)), str(len(r.cropped))]))
+    for r in results:
+        out += ["", f"## {r.name} (`{r.fused_dir}`)", "",
+                _md_row(["Image", *TABLE_COLUMNS]),
+                _md_row(["---"] + ["---:"] * len(TABLE_COLUMNS))]
+        for stem, vals in r.per_image.items():
+            mark = " (cropped)" if stem in r.cropped else ""
+            out.append(_md_row([stem + mark, *(f"{vals[k]:.4f}" for k in TABLE_COLUMNS)]))
+        if r.per_image:
+            m = r.mean
+            out.append(_md_row(["**mean**", *(f"**{m[k]:.4f}**" for k in TABLE_COLUMNS)]))
+        for s in r.skipped:
+            out.append(f"\nNot counted: `{s['image']}`: {s['reason']}.")
+    return "\n".join(out) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` via a temporary file in the same folder, renamed into place when done."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Fusion metrics of fused images against their sources (paper-style table).")
+    p.add_argument("--input", required=True, type=Path,
+                   help="folder with one sub-folder per source modality (e.g. input/ir, input/vi)")
+    p.add_argument("--fused", required=True, type=Path, action="append",
+                   help="folder of fused images, one per method; repeat for several methods")
+    p.add_argument("--modalities", default="ir,vi",
+                   help="the two source folders, infrared role first (default ir,vi; e.g. CT,MRI)")
+    p.add_argument("--profile", default="reference", choices=sorted(PROFILES),
+                   help="metric conventions: 'reference' (the papers' evaluator, default) or "
+                        "'textbook' (SSIM data range 255, MI in bits)")
+    p.add_argument("--csv", type=Path, help="write per-image values and means as CSV")
+    p.add_argument("--json", type=Path, help="write per-image values and means as JSON")
+    p.add_argument("--md", type=Path, help="write the tables as Markdown")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def warn(msg: str) -> None:
+        tqdm.write(msg, file=sys.stderr)
+
+    try:
+        modalities = [m.strip() for m in args.modalities.split(",")]
+        if len(modalities) != 2 or not all(modalities) or modalities[0] == modalities[1]:
+            raise UsageError(f"--modalities {args.modalities!r}: give two different folder "
+                             "names separated by a comma, e.g. ir,vi")
+        profile = get_profile(args.profile)
+        names = _method_names(args.fused)
+        for d in args.fused:
+            if not d.is_dir():
+                raise UsageError(f"--fused {d}: not a folder")
+        pairs, problems = _source_pairs(args.input, modalities)
+    except UsageError as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+
+    results = [_evaluate_method(n, d, pairs, problems, profile, warn)
+               for n, d in zip(names, args.fused)]
+
+    print(f"Profile: {profile.name} ({profile.description})")
+    print(f"Sources: {args.input} ({modalities[0]} as infrared, {modalities[1]})")
+    print(format_table(results))
+    cropped = sum(len(r.cropped) for r in results)
+    if cropped:
+        print(f"cropped: pairs whose sources were cropped top-left to the fused size "
+              f"(fused images smaller by < {CROP_LIMIT} px per side, as sample.py's crop to "
+              f"multiples of 32)")
+    skipped = sum(len(r.skipped) for r in results)
+    if skipped:
+        print(f"{skipped} image(s) not counted; the reasons are listed above (stderr)")
+
+    try:
+        if args.json:
+            write_atomic(args.json, _to_json(results, profile, args.input, modalities))
+        if args.csv:
+            write_atomic(args.csv, _to_csv(results))
+        if args.md:
+            write_atomic(args.md, _to_md(results, profile, args.input, modalities))
+    except OSError as exc:
+        print(f"evaluate.py: error: cannot write results: {exc}", file=sys.stderr)
+        return 2
+    return 0 if any(r.per_image for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

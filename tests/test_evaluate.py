@@ -1,0 +1,237 @@
+"""evaluate.py: the reference numbers through the command line itself, the table, the files,
+and the handling of missing, mismatched and unreadable images."""
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+import evaluate
+from util import metrics as M
+from util.images import read_gray, write_png_atomic
+
+RTOL = 1e-6
+CASES = ("roadscene_mean", "mri_ct_max", "flir_ddfm_tiny_100steps")
+HEADER = ["Method", "EN", "SD", "MI", "VIF", "Qabf", "SSIM", "SF", "AG", "SCD", "CC", "PSNR",
+          "MSE", "pairs", "cropped"]
+
+
+def _run(capsys, *argv):
+    rc = evaluate.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return rc, out, err
+
+
+def _close(got, want, where):
+    bad = {k: (got[k], want[k]) for k in want if not abs(got[k] - want[k]) <= RTOL * abs(want[k])}
+    assert not bad, f"{where}: {bad}"
+
+
+def _table(out):
+    """Header and rows of the printed table, split on whitespace."""
+    lines = out.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.split()[:2] == ["Method", "EN"])
+    rows = []
+    for line in lines[i + 1:]:
+        cells = line.split()
+        if len(cells) != len(HEADER):
+            break
+        rows.append(cells)
+    return lines[i].split(), rows
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_cli_matches_reference(name, metric_cases, tmp_path, capsys):
+    case = metric_cases[name]
+    expected = case["expected"]
+    out_json = tmp_path / "res" / "metrics.json"
+    rc, out, err = _run(capsys, "--input", case["input"], "--fused", case["fused"],
+                        "--modalities", ",".join(case["modalities"]), "--json", out_json)
+    assert rc == 0, err
+    doc = json.loads(out_json.read_text())
+    assert doc["profile"] == "reference" and doc["modalities"] == case["modalities"]
+    (method,) = doc["methods"].values()
+    assert method["count"] == len(expected["per_image"]) and not method["skipped"]
+    assert set(method["per_image"]) == set(expected["per_image"])
+    for stem, want in expected["per_image"].items():
+        _close(method["per_image"][stem], want, f"{name}/{stem}")
+    _close(method["mean"], expected["mean"], f"{name} mean")
+    # sample.py's crop to multiples of 32: only the pipeline case has smaller fused images
+    n_crop = len(expected["per_image"]) if name == "flir_ddfm_tiny_100steps" else 0
+    assert len(method["cropped"]) == n_crop
+    # the printed table: paper column order, one row named after the folder, two decimals
+    header, rows = _table(out)
+    assert header == HEADER
+    (row,) = rows
+    assert row[0] == case["fused"].name
+    assert row[1:13] == [f"{expected['mean'][k]:.2f}" for k in HEADER[1:13]]
+    assert row[13:] == [str(len(expected["per_image"])), str(n_crop)]
+    assert "Profile: reference" in out
+    assert not [p for p in out_json.parent.iterdir() if p.name != "metrics.json"]  # no temp files
+
+
+def test_several_methods_and_all_files(metric_cases, tmp_path, capsys):
+    """Two fused folders give two rows; CSV, JSON and Markdown hold per-image values and means;
+    the textbook profile differs from the reference only in MI (bits) and SSIM."""
+    case = metric_cases["flir_ddfm_tiny_100steps"]
+    m1 = tmp_path / "runA" / "recon"
+    m2 = tmp_path / "runB" / "recon"
+    shutil.copytree(case["fused"], m1)
+    shutil.copytree(case["fused"], m2)
+    (m2 / "FLIR_04071.png").unlink()
+    files = {k: tmp_path / "out" / f"r.{k}" for k in ("csv", "json", "md")}
+    rc, out, err = _run(capsys, "--input", case["input"], "--fused", m1, "--fused", m2,
+                        "--csv", files["csv"], "--json", files["json"], "--md", files["md"])
+    assert rc == 0
+    header, rows = _table(out)
+    assert [r[0] for r in rows] == [str(m1), str(m2)]  # same folder names: the paths name them
+    assert [r[-2:] for r in rows] == [["3", "3"], ["2", "2"]]
+    assert "FLIR_04071" in err and "no fused image" in err
+    doc = json.loads(files["json"].read_text())
+    assert doc["methods"][str(m2)]["skipped"][0]["image"] == "FLIR_04071"
+
+    with files["csv"].open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [(r["method"], r["image"]) for r in table] == (
+        [(str(m1), s) for s in ("FLIR_03952", "FLIR_04071", "FLIR_04598", "mean")]
+        + [(str(m2), s) for s in ("FLIR_03952", "FLIR_04598", "mean")])
+    want = case["expected"]["per_image"]["FLIR_03952"]
+    _close({k: float(table[0][k]) for k in want}, want, "csv")
+    _close({k: float(table[3][k]) for k in want}, case["expected"]["mean"], "csv mean")
+    md = files["md"].read_text()
+    assert "| Method | EN | SD | MI | VIF | Qabf | SSIM | SF | AG | SCD | CC | PSNR | MSE |" in md
+    assert "FLIR_04598 (cropped)" in md and "**mean**" in md and "FLIR_04071" in md
+
+    rc, out, _ = _run(capsys, "--input", case["input"], "--fused", m1, "--profile", "textbook",
+                      "--json", tmp_path / "t.json")
+    assert rc == 0 and "Profile: textbook" in out
+    txt = json.loads((tmp_path / "t.json").read_text())["methods"]["recon"]["per_image"]
+    ref = doc["methods"][str(m1)]["per_image"]
+    for stem in ref:
+        assert txt[stem]["MI"] == pytest.approx(ref[stem]["MI"] / math.log(2), rel=1e-12)
+        assert txt[stem]["SSIM"] != ref[stem]["SSIM"]
+        assert {k: v for k, v in txt[stem].items() if k not in ("MI", "SSIM")} == \
+               {k: v for k, v in ref[stem].items() if k not in ("MI", "SSIM")}
+
+
+def test_mismatches_are_named_and_not_counted(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "input"
+    fused = tmp_path / "fused"
+
+    def img(h, w):
+        return rng.integers(0, 256, (h, w)).astype(np.uint8)
+
+    for stem in ("good", "missing", "cropped", "halved", "larger", "corrupt", "twice"):
+        write_png_atomic(src / "ir" / f"{stem}.png", img(70, 90))
+        write_png_atomic(src / "vi" / f"{stem}.png", img(70, 90))
+    write_png_atomic(src / "ir" / "lonely.png", img(70, 90))
+    write_png_atomic(src / "ir" / "unequal.png", img(70, 90))
+    write_png_atomic(src / "vi" / "unequal.png", img(71, 90))
+    write_png_atomic(fused / "good.png", img(70, 90))
+    write_png_atomic(fused / "cropped.png", img(64, 64))  # sample.py's crop to multiples of 32
+    write_png_atomic(fused / "halved.png", img(35, 45))
+    write_png_atomic(fused / "larger.png", img(72, 90))
+    (fused / "corrupt.png").write_bytes(b"not a png at all")
+    write_png_atomic(fused / "twice.png", img(70, 90))
+    write_png_atomic(fused / "twice.jpg", img(70, 90))
+    write_png_atomic(fused / "unequal.png", img(70, 90))
+
+    out_json = tmp_path / "r.json"
+    rc, out, err = _run(capsys, "--input", src, "--fused", fused, "--json", out_json)
+    assert rc == 0
+    doc = json.loads(out_json.read_text())["methods"]["fused"]
+    assert sorted(doc["per_image"]) == ["cropped", "good"]
+    assert doc["cropped"] == ["cropped"]
+    reasons = {s["image"]: s["reason"] for s in doc["skipped"]}
+    assert sorted(reasons) == ["corrupt", "halved", "larger", "lonely", "missing", "twice", "unequal"]
+    assert "no fused image" in reasons["missing"]
+    assert "45x35" in reasons["halved"] and "90x70" in reasons["halved"]
+    assert "90x72" in reasons["larger"]
+    assert "corrupt.png" in reasons["corrupt"] and "\n" not in reasons["corrupt"]  # read_gray's reason
+    assert "no vi source" in reasons["lonely"]
+    assert "sources differ in size" in reasons["unequal"]
+    assert "several fused images" in reasons["twice"]
+    lines = [line for line in err.splitlines() if "not counted" in line]
+    assert len(lines) == 7 and all(line.startswith("fused/") for line in lines)
+    _, rows = _table(out)
+    assert rows[0][-2:] == ["2", "1"]
+    assert "7 image(s) not counted" in out
+
+    # the cropped pair is evaluated against the top-left crop of its sources
+    f = read_gray(fused / "cropped.png")
+    a = read_gray(src / "ir" / "cropped.png")[:64, :64]
+    b = read_gray(src / "vi" / "cropped.png")[:64, :64]
+    assert doc["per_image"]["cropped"] == M.evaluate_pair(f, a, b)
+
+    # nothing countable at all: exit status 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, out, err = _run(capsys, "--input", src, "--fused", empty)
+    assert rc == 1 and err.count("no fused image") == 8
+
+
+def test_usage_errors_are_one_line(data_root, tmp_path, capsys):
+    mri_pet = data_root / "MRI_PET"
+    rc, out, err = _run(capsys, "--input", mri_pet, "--fused", tmp_path)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "no folder 'ir'" in err and "MRI, PET" in err and "--modalities" in err
+    rc, _, err = _run(capsys, "--input", mri_pet, "--modalities", "PET", "--fused", tmp_path)
+    assert rc == 2 and "two different folder names" in err
+    rc, _, err = _run(capsys, "--input", mri_pet, "--modalities", "PET,MRI",
+                      "--fused", tmp_path / "nowhere")
+    assert rc == 2 and "not a folder" in err
+    rc, _, err = _run(capsys, "--input", tmp_path / "nowhere", "--fused", tmp_path)
+    assert rc == 2 and "not a folder" in err
+
+
+@pytest.mark.parametrize("case, data, modalities, rule", [
+    ("mri_pet_mean", "MRI_PET", "PET,MRI", "mean"),
+    ("mri_spect_max", "MRI_SPECT", "SPECT,MRI", "max"),
+    ("tno_mean", "TNO", "ir,vi", "mean"),
+])
+def test_eval_cases_are_consistent(case, data, modalities, rule, eval_cases, data_root,
+                                   tmp_path, capsys):
+    """The extra fused sets (no expected values): every pair counted under the medical folder
+    names; per-image values equal evaluate_pair; simple metrics equal independent float64
+    formulas."""
+    fused = eval_cases / case / "fused"
+    src = data_root / data
+    out_json = tmp_path / "r.json"
+    rc, out, err = _run(capsys, "--input", src, "--fused", fused, "--modalities", modalities,
+                        "--json", out_json)
+    assert rc == 0, err
+    doc = json.loads(out_json.read_text())["methods"]["fused"]
+    m1, m2 = modalities.split(",")
+    n = len(list((src / m1).iterdir()))
+    assert doc["count"] == n and not doc["skipped"] and not doc["cropped"]
+    _, rows = _table(out)
+    assert rows[0][0] == "fused" and rows[0][-2:] == [str(n), "0"]
+    for stem, vals in doc["per_image"].items():
+        assert all(math.isfinite(v) for v in vals.values())
+    stems = sorted(doc["per_image"])
+    for stem in (stems[0], stems[-1]):
+        f = read_gray(next(fused.glob(stem + ".*")))
+        a = read_gray(next((src / m1).glob(stem + ".*")))
+        b = read_gray(next((src / m2).glob(stem + ".*")))
+        # the rule the folder is named after, exactly: read_gray rounds the colour PET
+        # sources' k + 0.5 luma pixels as OpenCV (with FMA) did when the case was made
+        want = np.round((a + b) / 2) if rule == "mean" else np.maximum(a, b)
+        assert np.array_equal(f, want)
+        vals = doc["per_image"][stem]
+        assert vals == M.evaluate_pair(f, a, b)
+        f64, a64, b64 = (x.astype(np.float64) for x in (f, a, b))
+        assert vals["MSE"] == pytest.approx((np.mean((a64 - f64) ** 2) + np.mean((b64 - f64) ** 2)) / 2, rel=1e-6)
+        assert vals["SD"] == pytest.approx(np.std(f64), rel=1e-6)
+        cc = (np.corrcoef(a64.ravel(), f64.ravel())[0, 1] + np.corrcoef(b64.ravel(), f64.ravel())[0, 1]) / 2
+        assert vals["CC"] == pytest.approx(cc, rel=1e-5)
+        p = np.bincount(f.astype(np.int64).ravel(), minlength=256) / f.size
+        p = p[p > 0]
+        assert vals["EN"] == pytest.approx(-np.sum(p * np.log2(p)), rel=1e-12)
+        assert vals["PSNR"] == pytest.approx(10 * np.log10(f64.max() ** 2 / vals["MSE"]), rel=1e-12)
+    mean = {k: float(np.mean([v[k] for v in doc["per_image"].values()])) for k in M.TABLE_COLUMNS}
+    assert doc["mean"] == pytest.approx(mean, rel=1e-12)
+    assert rows[0][1:13] == [f"{mean[k]:.2f}" for k in M.TABLE_COLUMNS]
