@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from guided_diffusion.diffusion import SamplerOptions, make_schedule
 from guided_diffusion.fusion import (EM_ROLES, FusionError, FusionOptions,
@@ -30,7 +31,7 @@ from util.images import ImageError, read_rgb, rgb_to_gray_float
 PRIORS = ("diffusion", "none")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SIZES = ("crop", "pad")
-ImageLike = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]
+ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,18 @@ def load_source(image: ImageLike, name: str = "image") -> Source:
                      f"{array.shape} dtype {array.dtype}")
 
 
+def check_pair(ir: Source, vis: Source, crop_multiple: int = 32) -> None:
+    """Raise :class:`ImageError` naming the file when a pair cannot be fused: sizes that differ,
+    or a side shorter than ``crop_multiple``."""
+    (h, w), (hb, wb) = ir.gray.shape, vis.gray.shape
+    if (h, w) != (hb, wb):
+        raise ImageError(f"{ir.name}: size {w}x{h} differs from its partner {vis.name} ({wb}x{hb}); "
+                         "resize one to match")
+    if min(h, w) < crop_multiple:
+        raise ImageError(f"{ir.name}: {w}x{h} is smaller than {crop_multiple} px on a side; "
+                         f"use images of at least {crop_multiple}x{crop_multiple}")
+
+
 def pick_device(device=None, gpu: int = 0) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -139,9 +152,11 @@ class Fuser:
         self.em_iterations = em_iterations if em_iterations is not None else self.schedule.num_steps
         self.model = None
         self.model_config = None
+        self.size_multiple = 1  # the UNet's input sides must be multiples of this
         if prior == "diffusion":
             self.model_config = (model_config if isinstance(model_config, ModelConfig)
                                  else load_model_config(model_config))
+            self.size_multiple = self.model_config.size_multiple
             self.model = self._load_model(attention, compile, download_checkpoint, allow_random_weights)
         _set_tf32(precision == "tf32")
 
@@ -217,13 +232,11 @@ class Fuser:
         if not ir or len(ir) != len(vis):
             raise ValueError("need the same positive number of infrared and visible sources")
         m = opts.crop_multiple
+        if m % self.size_multiple:
+            raise ValueError(f"crop_multiple {m} does not fit the UNet, whose input sides must be "
+                             f"multiples of {self.size_multiple}; use {self.size_multiple} or a multiple of it")
         for a, b in zip(ir, vis):
-            if a.gray.shape != b.gray.shape:
-                raise ImageError(f"{a.name}: size {a.gray.shape[1]}x{a.gray.shape[0]} differs from its "
-                                 f"partner {b.name} ({b.gray.shape[1]}x{b.gray.shape[0]}); resize one to match")
-            if min(a.gray.shape) < m:
-                raise ImageError(f"{a.name}: {a.gray.shape[1]}x{a.gray.shape[0]} is smaller than {m} px "
-                                 f"on a side; use images of at least {m}x{m}")
+            check_pair(a, b, m)
         height, width = ir[0].gray.shape
         work_h, work_w = self.working_size(height, width, opts)
         same = (lambda a: a.gray.shape == (height, width)) if opts.size == "pad" else \
@@ -240,12 +253,11 @@ class Fuser:
             if self.prior == "none":
                 luma = em_only_fusion(ir_t, vis_t, fusion, self.em_iterations)
             else:
-                observer = None
-                if callback is not None:
-                    def observer(info):
-                        callback({**info, "sample": info["sample"][..., :out_h, :out_w]})
+                def observer(info):  # the observer sees the sample at the output size
+                    callback({**info, "sample": info["sample"][..., :out_h, :out_w]})
                 rgb = fuse(self.model_fn, self.schedule, self.sampler_options, ir_t, vis_t,
-                           [opts.seed] * len(ir), fusion, callback=observer, progress=progress, desc=desc)
+                           [opts.seed] * len(ir), fusion, callback=observer if callback else None,
+                           progress=progress, desc=desc)
                 luma = luma_bt601(rgb)
             luma = luma[..., :out_h, :out_w]
             finite = torch.isfinite(luma).flatten(1).all(dim=1).cpu().tolist()

@@ -24,15 +24,14 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
+from util.fileio import write_text_atomic
 from util.images import IMAGE_EXTENSIONS, ImageError, read_gray
 from util.metrics import PROFILES, TABLE_COLUMNS, evaluate_pair, get_profile
 
@@ -242,25 +241,6 @@ def _to_md(results, profile, input_dir, modalities) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` via a temporary file in the same folder, renamed into place when done."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 # --------------------------------------------------------------------------------------------
 
 
@@ -320,11 +300,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         if args.json:
-            write_atomic(args.json, _to_json(results, profile, args.input, modalities))
+            write_text_atomic(args.json, _to_json(results, profile, args.input, modalities))
         if args.csv:
-            write_atomic(args.csv, _to_csv(results))
+            write_text_atomic(args.csv, _to_csv(results))
         if args.md:
-            write_atomic(args.md, _to_md(results, profile, args.input, modalities))
+            write_text_atomic(args.md, _to_md(results, profile, args.input, modalities))
     except OSError as exc:
         print(f"evaluate.py: error: cannot write results: {exc}", file=sys.stderr)
         return 2

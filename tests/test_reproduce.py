@@ -1,0 +1,217 @@
+"""reproduce.py end to end with the tiny golden model (2 steps) on a small copy of the test data
+laid out as the presets expect: RoadScene and TNO present (2 pairs each, cropped small), MSRS and
+M3FD absent."""
+import contextlib
+import io
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+import evaluate
+import reproduce
+
+CROP = (0, 0, 100, 70)  # 100x70: fused at 96x64 (multiples of 32), so evaluate.py crops the sources
+
+
+def _copy_pairs(src, dst, count, crop=CROP):
+    for mod in sorted(p.name for p in src.iterdir() if p.is_dir()):
+        (dst / mod).mkdir(parents=True)
+        for f in sorted(p for p in (src / mod).iterdir() if p.is_file())[:count]:
+            with Image.open(f) as im:
+                im.crop(crop).save(dst / mod / f"{f.stem}.png")
+
+
+@pytest.fixture(scope="module")
+def small_data(data_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for name in ("RoadScene", "TNO"):
+        _copy_pairs(data_root / name, root / name, 2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(golden):
+    return ["--model_config", str(golden / "unet_tiny.yaml"),
+            "--diffusion_config", str(golden / "pipeline" / "small_10steps" / "diffusion_config.yaml"),
+            "--steps", "2", "--quiet"]
+
+
+def run_reproduce(argv):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = reproduce.main([str(a) for a in argv])
+    return code, out.getvalue()
+
+
+def recon_state(save_dir):
+    return {p.relative_to(save_dir).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in sorted(save_dir.glob("*/recon/*.png"))}
+
+
+@pytest.fixture(scope="module")
+def first_run(small_data, tiny, tmp_path_factory):
+    save = tmp_path_factory.mktemp("repro")
+    code, text = run_reproduce(["--table", "ivf", "--data", small_data, "--save_dir", save, *tiny])
+    doc = json.loads((save / "tables.json").read_text(encoding="utf-8"))
+    return {"code": code, "text": text, "save": save, "json": doc, "state": recon_state(save)}
+
+
+def _block(text, name):
+    """The printed block of one dataset: from its heading to the next blank line."""
+    start = text.index(f"== {name} ")
+    end = text.find("\n\n", start)
+    return text[start:end if end >= 0 else len(text)]
+
+
+def _row(block, method):
+    return next(line for line in block.splitlines() if line.startswith(method))
+
+
+def test_tables_print_paper_rows_and_this_run(first_run):
+    assert first_run["code"] == 0, first_run["text"]
+    text = first_run["text"]
+    road = _block(text, "RoadScene")
+    assert "2 pairs found" in road and "the paper's test set has 50" in road
+    assert "fusion: 2 fused now, 0 already fused" in road
+    assert _row(road, "DDFM (paper)").split()[2:8] == ["7.41", "52.61", "2.35", "0.75", "0.65", "0.98"]
+    for code in ("FGAN", "GMcC", "U2F", "RFN", "TarD", "DeF", "UMF"):
+        assert _row(road, f"{code} (paper)").split()[2:8] == ["—"] * 6  # nulls shown as '—'
+    assert _row(road, "this run (DDFM)")
+    assert _row(road, "diff vs DDFM (paper)")
+    tno = _block(text, "TNO")
+    assert "the paper's test set has 25" in tno
+    assert _row(tno, "DDFM (paper)").split()[2:8] == ["—", "51.42", "—", "—", "—", "—"]
+    diff = _row(tno, "diff vs DDFM (paper)").split()[4:10]
+    assert diff[0] == "—" and diff[1].startswith(("+", "-")) and diff[2:] == ["—"] * 4
+    for name in ("tables.md", "tables.csv", "tables.json"):
+        assert (first_run["save"] / name).is_file()
+    md = (first_run["save"] / "tables.md").read_text(encoding="utf-8")
+    assert "| DDFM (paper) | 7.41 | 52.61 | 2.35 | 0.75 | 0.65 | 0.98 | 50 |" in md
+    assert not list(first_run["save"].glob(".*.tmp"))
+
+
+def test_missing_datasets_named_and_skipped(first_run):
+    text, doc, save = first_run["text"], first_run["json"], first_run["save"]
+    assert "MSRS: missing, skipped" in text and "M3FD: missing, skipped" in text
+    assert "Missing, skipped: MSRS, M3FD" in text
+    assert "== MSRS" not in text and "== M3FD" not in text
+    assert doc["missing"] == ["MSRS", "M3FD"]
+    assert [d["name"] for d in doc["datasets"] if d["status"] == "evaluated"] == ["RoadScene", "TNO"]
+    assert not (save / "msrs").exists() and not (save / "m3fd").exists()
+
+
+@pytest.mark.parametrize("name,key", [("RoadScene", "roadscene"), ("TNO", "tno")])
+def test_this_run_row_equals_evaluate_py(first_run, small_data, tmp_path, name, key):
+    out = tmp_path / "eval.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert evaluate.main(["--input", str(small_data / name),
+                              "--fused", str(first_run["save"] / key / "recon"), "--json", str(out)]) == 0
+    expected = next(iter(json.loads(out.read_text())["methods"].values()))
+    entry = next(d for d in first_run["json"]["datasets"] if d["name"] == name)
+    row = next(r for r in entry["rows"] if r["kind"] == "this run")
+    assert row["pairs"] == expected["count"] == 2
+    assert row["all_metrics"] == expected["mean"]
+    metrics = ["EN", "SD", "MI", "VIF", "Qabf", "SSIM"]
+    printed = _row(_block(first_run["text"], name), "this run (DDFM)").split()[3:9]
+    assert printed == [f"{expected['mean'][m]:.2f}" for m in metrics]
+    paper = next(r for r in entry["rows"] if r.get("code") == "DDFM")["values"]
+    diff = next(r for r in entry["rows"] if r["kind"] == "difference")["values"]
+    for m in metrics:
+        if paper[m] is None:
+            assert diff[m] is None
+        else:
+            assert diff[m] == round(round(expected["mean"][m], 2) - paper[m], 2)
+
+
+def test_figures_are_valid_pngs(first_run):
+    figures = first_run["save"] / "figures"
+    assert sorted(p.name for p in figures.iterdir()) == ["roadscene.png", "tno.png"]
+    for path in figures.iterdir():
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.mode == "RGB"
+            assert im.width > 3 * 96 and im.height > 2 * 64  # 3 panels per row, one row per pair
+
+
+def test_rerun_fuses_nothing_new_and_compare_adds_rows(first_run, small_data, tiny, tmp_path):
+    save = first_run["save"]
+    # another method: the infrared images as its "fused" results, one folder per dataset
+    # (named by preset key for RoadScene, by the dataset's folder for TNO)
+    other = tmp_path / "other"
+    shutil.copytree(small_data / "RoadScene" / "ir", other / "roadscene")
+    shutil.copytree(small_data / "TNO" / "ir", other / "TNO")
+    code, text = run_reproduce(["--table", "ivf", "--data", small_data, "--save_dir", save, *tiny,
+                                "--compare", f"IRonly={other}"])
+    assert code == 0, text
+    assert recon_state(save) == first_run["state"]  # no recon file rewritten
+    for name in ("RoadScene", "TNO"):
+        block = _block(text, name)
+        assert "fusion: 0 fused now, 2 already fused (kept), 0 failed" in block
+        assert _row(block, "this run (DDFM)") == _row(_block(first_run["text"], name), "this run (DDFM)")
+        assert _row(block, "IRonly").split()[-1] == "2"
+    doc = json.loads((save / "tables.json").read_text(encoding="utf-8"))
+    road = next(d for d in doc["datasets"] if d["name"] == "RoadScene")
+    assert road["fusion"]["fused"] == 0 and road["fusion"]["resumed"] == 2
+    assert [r["method"] for r in road["rows"] if r["kind"] == "compare"] == ["IRonly"]
+    assert "IRonly" in (save / "tables.csv").read_text()
+    with Image.open(save / "figures" / "roadscene.png") as im:  # the compared images join the figure
+        assert im.width > 4 * 96
+
+
+def test_prior_none_needs_no_checkpoint(golden, small_data, tmp_path):
+    absent = tmp_path / "absent" / "model.pt"
+    config = tmp_path / "no_checkpoint.yaml"
+    text = (golden / "unet_tiny.yaml").read_text()
+    config.write_text(text.replace("model_path: unet_tiny.pt", f"model_path: {absent}"))
+    assert f"model_path: {absent}" in config.read_text()
+    common = ["--table", "ivf", "--data", small_data, "--datasets", "tno", "--model_config", config,
+              "--diffusion_config", golden / "pipeline" / "small_10steps" / "diffusion_config.yaml",
+              "--steps", "3", "--quiet"]
+    # the config really names no usable checkpoint: the diffusion prior cannot start
+    code, _ = run_reproduce([*common, "--save_dir", tmp_path / "ddfm"])
+    assert code == 2
+    # one dataset: a --compare folder may hold the fused images directly
+    direct = tmp_path / "direct"
+    shutil.copytree(small_data / "TNO" / "vi", direct)
+    code, text = run_reproduce([*common, "--save_dir", tmp_path / "em", "--prior", "none",
+                                "--compare", f"VIonly={direct}"])
+    assert code == 0, text
+    block = _block(text, "TNO")
+    assert "fusion: 2 fused now" in block
+    assert _row(block, "this run (EM only)").split()[-1] == "2"
+    assert _row(block, "VIonly").split()[-1] == "2"
+    assert "RoadScene" not in text  # --datasets tno: the other datasets are not considered
+    assert sorted(p.name for p in (tmp_path / "em" / "tno" / "recon").iterdir()) == ["01.png", "02.png"]
+    assert not absent.exists() and not absent.parent.exists()
+
+
+def test_mif_table_maps_mri_ct_to_the_papers_harvard_table(data_root, tiny, tmp_path):
+    data = tmp_path / "data"
+    _copy_pairs(data_root / "MRI_CT", data / "MRI_CT", 1, crop=(0, 0, 64, 64))
+    code, text = run_reproduce(["--table", "mif", "--data", data, "--save_dir", tmp_path / "out",
+                                *tiny, "--prior", "none"])
+    assert code == 0, text
+    block = _block(text, "MRI-CT")
+    assert "the paper's Harvard (MRI-CT) table" in block
+    assert _row(block, "DDFM (paper)").split()[2:8] == ["4.64", "63.11", "1.99", "0.76", "0.60", "1.41"]
+    assert _row(block, "this run (EM only)")
+    assert "MRI-PET: missing, skipped" in text and "MRI-SPECT: missing, skipped" in text
+
+
+def test_options_set_per_dataset_are_refused(tmp_path):
+    for extra in (["--input", "x"], ["--preset", "tno"], ["--modalities", "a,b"], ["--save", "x"],
+                  ["--no_such_option"]):
+        with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(io.StringIO()):
+            reproduce.parse_args(["--table", "ivf", "--data", str(tmp_path), *extra])
+        assert exc.value.code == 2, extra
+
+
+def test_missing_data_root_and_no_dataset_are_setup_errors(tmp_path):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert run_reproduce(["--table", "ivf", "--data", tmp_path / "nowhere"])[0] == 2
+        assert run_reproduce(["--table", "ivf", "--data", tmp_path])[0] == 2
+    assert "none of the ivf datasets (MSRS, M3FD, RoadScene, TNO) was found" in err.getvalue()
