@@ -172,7 +172,8 @@ class Fuser:
         if path is not None:
             path = str(ensure_checkpoint(Path(path), assume_yes=download_checkpoint))
         model = create_model(**self.model_config.unet_kwargs(), model_path=path, attention=attention)
-        model = model.to(self.device).eval()
+        # inference only: no autograd state, and autocast keeps no grad-tracking weight casts
+        model = model.to(self.device).eval().requires_grad_(False)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if compile:

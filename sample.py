@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddfm import PRECISIONS, PRIORS, SIZES, FuseOptions, Fuser, load_source
+from ddfm import PRECISIONS, PRIORS, SIZES, FuseOptions, Fuser, check_pair, load_source
 from guided_diffusion.fusion import EM_ROLES, FusionError, to_gray_uint8
 from util.color import rgb_to_ycbcr_over_255
 from util.config import ConfigError
+from util.fileio import atomic_path
 from util.images import ImageError, find_pairs, write_png_atomic
 
 
@@ -155,12 +156,21 @@ def prepare_save_dir(save_dir: Path, input_dir: Path) -> None:
         raise SetupError(f"--save_dir {save_dir}: not writable ({exc.strerror}); choose another folder") from None
 
 
+OUTPUT_FOLDERS = ("recon", "color", "sheet", "trace")
+
+
 def remove_stale_temporaries(save_dir: Path) -> None:
     """Temporary files of a run killed outright (SIGKILL, power loss) never became outputs;
-    remove them so the folder holds only complete files."""
-    for folder in (save_dir, *[p for p in save_dir.rglob("*") if p.is_dir()]):
-        for tmp in folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+    remove them so the folder holds only complete files. Only this program's folders are
+    searched (the rest of --save_dir may hold anything)."""
+    folders = [save_dir / name for name in OUTPUT_FOLDERS]
+    progress = save_dir / "progress"
+    if progress.is_dir():
+        folders += [p for p in progress.iterdir() if p.is_dir()]
+    for folder in folders:
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 class Distributed:
@@ -195,6 +205,11 @@ class Distributed:
         dist.all_reduce(t)
         return t.cpu().tolist()
 
+    def barrier(self):
+        if self.active:
+            import torch.distributed as dist
+            dist.barrier()
+
     def close(self):
         if self.active:
             import torch.distributed as dist
@@ -212,7 +227,10 @@ class PairObserver:
     def __call__(self, info):
         if self.record:
             images = to_gray_uint8(info["sample"], rounding="progress").cpu().numpy()
-            for pair, image in zip(self.pairs, images):
+            finite = torch.isfinite(info["sample"]).flatten(1).all(dim=1).tolist()
+            for pair, image, ok in zip(self.pairs, images, finite):
+                if not ok:  # a NaN/Inf sample: the pair fails at the end; save no garbage
+                    continue
                 write_png_atomic(self.save_dir / "progress" / pair.stem / f"x_{info['step']:04d}.png", image)
         if self.traces is not None:
             prefix = f"step{self.count:03d}__"
@@ -225,14 +243,14 @@ class PairObserver:
                     trace[prefix + key] = value[k:k + 1].cpu().numpy()
         self.count += 1
 
-    def save_traces(self):
-        for pair, trace in zip(self.pairs, self.traces or []):
-            path = self.save_dir / "trace" / f"{pair.stem}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **trace)
-            os.replace(tmp, path)
+    def save_traces(self, results):
+        """Write the traces of the pairs that were fused (not of those that failed)."""
+        for pair, trace, result in zip(self.pairs, self.traces or [], results):
+            if "error" in result:
+                continue
+            with atomic_path(self.save_dir / "trace" / f"{pair.stem}.npz") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **trace)
 
 
 def outputs_of(pair, args, save_dir: Path) -> list[Path]:
@@ -277,8 +295,27 @@ def save_results(batch, results, args, save_dir: Path) -> list[str]:
     return errors
 
 
+def load_configs(args):
+    """Both configs with the command line's overrides, checked before anything else is done."""
+    from util.config import load_diffusion_config, load_model_config
+    try:
+        model_cfg = load_model_config(args.model_config) if args.prior == "diffusion" else None
+        diff_cfg = load_diffusion_config(args.diffusion_config).with_overrides(
+            where=f"command line (with {args.diffusion_config})", names={"timestep_respacing": "--steps"},
+            eta=args.eta, sampler=args.sampler, timestep_respacing=parse_respacing(args.steps))
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
+    if model_cfg is not None and args.crop_multiple % model_cfg.size_multiple:
+        m = model_cfg.size_multiple
+        raise SetupError(f"--crop_multiple {args.crop_multiple} does not fit the UNet of "
+                         f"{args.model_config}, whose input sides must be multiples of {m}; "
+                         f"use --crop_multiple {m} or a multiple of it")
+    return model_cfg, diff_cfg
+
+
 def run(args) -> int:
     opts = check_args(args)
+    model_cfg, diff_cfg = load_configs(args)
     input_dir, save_dir = Path(args.input), Path(args.save_dir)
     try:
         pairs, problems = find_pairs(input_dir, args.modalities)
@@ -288,12 +325,15 @@ def run(args) -> int:
 
     dist = Distributed()
     try:
+        device = dist.device(args.gpu)
+        if dist.rank == 0:  # before any rank writes
+            remove_stale_temporaries(save_dir)
+        dist.barrier()
         try:
-            fuser = Fuser(args.model_config, args.diffusion_config, device=dist.device(args.gpu),
+            fuser = Fuser(model_cfg or args.model_config, diff_cfg, device=device,
                           gpu=args.gpu, prior=args.prior, attention=args.attention,
                           precision=args.precision, compile=args.compile,
-                          channels_last=args.channels_last, steps=parse_respacing(args.steps),
-                          eta=args.eta, sampler=args.sampler, em_iterations=args.em_iters,
+                          channels_last=args.channels_last, em_iterations=args.em_iters,
                           download_checkpoint=args.download_checkpoint,
                           allow_random_weights=args.allow_random_weights,
                           batched_unet=args.batched_unet)
@@ -305,8 +345,6 @@ def run(args) -> int:
             if isinstance(exc, (CheckpointError, DownloadError, ValueError)):
                 raise SetupError(str(exc)) from None
             raise
-        if dist.rank == 0:
-            remove_stale_temporaries(save_dir)
         return fuse_all(fuser, dist.share(pairs), problems if dist.rank == 0 else [], opts, args,
                         save_dir, dist)
     finally:
@@ -315,7 +353,9 @@ def run(args) -> int:
 
 def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
     from tqdm.auto import tqdm
-    log = tqdm.write
+
+    def log(line):  # diagnostics go to stderr, with the progress bars and the summary
+        tqdm.write(line, file=sys.stderr)
     failed = len(problems)
     for line in problems:
         log(f"failed: {line}")
@@ -326,7 +366,9 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
             skipped += 1
             continue
         try:
-            todo.append((pair, load_source(pair.a), load_source(pair.b)))
+            ir, vis = load_source(pair.a), load_source(pair.b)
+            check_pair(ir, vis, opts.crop_multiple)  # here, so a bad pair never joins a batch
+            todo.append((pair, ir, vis))
         except ImageError as exc:
             failed += 1
             log(f"failed: {exc}")
@@ -340,7 +382,7 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
             results = fuser.fuse_sources([ir for _, ir, _ in batch], [vis for _, _, vis in batch], opts,
                                          callback=observer, progress=not args.quiet, desc=names)
             if observer is not None:
-                observer.save_traces()
+                observer.save_traces(results)
             errors = save_results(batch, results, args, save_dir)
             for line in errors:
                 log(f"failed: {line}")
@@ -349,19 +391,41 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
         except (ImageError, FusionError) as exc:
             failed += len(batch)
             log(f"failed: {exc}")
-        except torch.cuda.OutOfMemoryError:
+        except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            line = out_of_memory_message(batch, exc, fuser, args)
+            del exc  # drop the traceback's tensors before emptying the cache
             torch.cuda.empty_cache()
             failed += len(batch)
-            h, w = batch[0][1].gray.shape
-            log(f"failed: {batch[0][0].a}: out of GPU memory at {w}x{h} (batch {len(batch)}); "
-                "try --precision bf16, --batch 1 or smaller images")
+            log(f"failed: {line}")
         bar.update(len(batch))
     bar.close()
     fused, skipped, failed = dist.total([fused, skipped, failed])
     if dist.rank == 0:
-        print(f"done: {fused} fused, {skipped} skipped (outputs exist; --overwrite to redo), "
-              f"{failed} failed -> {save_dir}", file=sys.stderr)
+        note = " (outputs exist; --overwrite to redo)" if skipped else ""
+        print(f"done: {fused} fused, {skipped} skipped{note}, {failed} failed -> {save_dir}",
+              file=sys.stderr)
     return 1 if failed else 0
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return "DefaultCPUAllocator" in text or "can't allocate memory" in text or "out of memory" in text
+
+
+def out_of_memory_message(batch, exc, fuser, args) -> str:
+    (pair, ir, _), n = batch[0], len(batch)
+    h, w = ir.gray.shape
+    gpu = isinstance(exc, torch.cuda.OutOfMemoryError) or fuser.device.type == "cuda"
+    where = "GPU" if gpu else "CPU"
+    fixes = ([] if args.precision in ("bf16", "fp16") else ["--precision bf16"]) + \
+        (["--batch 1"] if n > 1 else []) + ["smaller images (crop or resize them)"]
+    pairs = pair.stem if n == 1 else f"{pair.stem} and {n - 1} more in its batch"
+    return f"{pair.a}: out of {where} memory fusing {pairs} at {w}x{h}; try {', '.join(fixes)}"
 
 
 def _raise_interrupt(signum, frame):

@@ -117,6 +117,20 @@ class ModelConfig:
                 raise ConfigError(f"{where}: key '{key}' must be positive, got {getattr(self, key)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{where}: key 'dropout' must be in [0, 1), got {self.dropout}")
+        from guided_diffusion.unet import _parse_attention_rates, _parse_channel_mult
+        for key, parse, example in (("channel_mult", _parse_channel_mult, "1,1,2,2,4,4"),
+                                    ("attention_resolutions", _parse_attention_rates, "32,16,8")):
+            try:
+                parse(getattr(self, key), self.image_size)
+            except (ValueError, ZeroDivisionError) as exc:
+                raise ConfigError(f"{where}: key '{key}' = {getattr(self, key)!r} cannot be used ({exc}); "
+                                  f"give comma-separated positive integers such as {example}") from None
+
+    @property
+    def size_multiple(self) -> int:
+        """The UNet's input sides must be multiples of this (one halving per level)."""
+        from guided_diffusion.unet import _parse_channel_mult
+        return 2 ** (len(_parse_channel_mult(self.channel_mult, self.image_size)) - 1)
 
     def unet_kwargs(self) -> dict:
         """Keyword arguments of ``create_model`` (without model_path)."""
@@ -141,7 +155,8 @@ class DiffusionConfig:
                  model_var_type=str, dynamic_threshold=bool, clip_denoised=bool,
                  rescale_timesteps=bool, timestep_respacing=(int, str, type(None)), eta=float)
 
-    def validate(self, where):
+    def validate(self, where, names: Optional[dict] = None):
+        """``names`` shows keys as the caller spells them (e.g. timestep_respacing -> --steps)."""
         from guided_diffusion.diffusion import (MEAN_TYPES, SAMPLERS, SCHEDULES, VAR_TYPES,
                                                 space_timesteps)
         _one_of(self.sampler, SAMPLERS, where, "sampler")
@@ -152,20 +167,26 @@ class DiffusionConfig:
             raise ConfigError(f"{where}: key 'steps' must be at least 2, got {self.steps}")
         if self.eta < 0:
             raise ConfigError(f"{where}: key 'eta' must be >= 0, got {self.eta}")
+        respacing = self.timestep_respacing
+        name = (f"{names['timestep_respacing']} {respacing}" if names and "timestep_respacing" in names
+                else f"key 'timestep_respacing' = {respacing!r}")
+        fix = f"give 1 to {self.steps} steps, sections such as '10,5,5', or ddimN"
         try:
-            kept = space_timesteps(self.steps, self.timestep_respacing)
+            kept = space_timesteps(self.steps, respacing)
         except ValueError as exc:
-            raise ConfigError(f"{where}: key 'timestep_respacing' = {self.timestep_respacing!r} "
-                              f"does not fit steps = {self.steps}: {exc}") from None
+            raise ConfigError(f"{where}: {name} does not fit steps = {self.steps} ({exc}); {fix}") from None
         if len(kept) < 1:
-            raise ConfigError(f"{where}: key 'timestep_respacing' keeps no step")
+            raise ConfigError(f"{where}: {name} keeps no step; {fix}")
 
-    def with_overrides(self, **changes) -> "DiffusionConfig":
+    def with_overrides(self, where: str = "command line", names: Optional[dict] = None,
+                       **changes) -> "DiffusionConfig":
+        """A copy with the non-None ``changes``, validated; errors name ``where`` and the keys
+        as ``names`` spells them."""
         changes = {k: v for k, v in changes.items() if v is not None}
         if not changes:
             return self
         obj = dataclasses.replace(self, **changes)
-        obj.validate("command line")
+        obj.validate(where, names)
         return obj
 
 

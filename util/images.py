@@ -35,6 +35,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
+    except PermissionError:
+        raise ImageError(f"{path}: cannot read the file (permission denied); make it readable") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: {_unidentified_reason(path)}") from None
     except Exception as exc:  # PIL raises many types for corrupt files
@@ -167,8 +169,10 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
         folder = root / name
         if not folder.is_dir():
             present = sorted(p.name for p in root.iterdir() if p.is_dir())
-            hint = f" (it holds: {', '.join(present)}; use --modalities A,B)" if present else ""
-            raise ImageError(f"{folder}: modality folder not found{hint}")
+            holds = f" ({root} holds: {', '.join(present)})" if present else ""
+            raise ImageError(f"{folder}: modality folder not found{holds}; put the pairs in "
+                             f"{root}/{name_a}/ and {root}/{name_b}/, or name the two folders "
+                             "with --modalities A,B")
         dirs.append(folder)
     files_a = sorted((p for p in dirs[0].iterdir() if is_image_file(p)), key=lambda p: p.name)
     files_b = sorted((p for p in dirs[1].iterdir() if is_image_file(p)), key=lambda p: p.name)
