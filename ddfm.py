@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+
+# Fewer fragmentation failures near the memory limit (1024x768 bf16 then fits in 8 GiB of
+# allocations); read when CUDA first allocates, so setting it here is in time. Yours wins.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -31,6 +35,7 @@ from util.images import ImageError, read_rgb, rgb_to_gray_float
 PRIORS = ("diffusion", "none")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SIZES = ("crop", "pad")
+NOISE_DEVICES = ("run", "cpu")
 ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
 
 
@@ -129,7 +134,8 @@ class Fuser:
                  precision: str = "fp32", compile: bool = False, channels_last: bool = False,
                  steps=None, eta: Optional[float] = None, sampler: Optional[str] = None,
                  em_iterations: Optional[int] = None, download_checkpoint: bool = False,
-                 allow_random_weights: bool = False, batched_unet: bool = False):
+                 allow_random_weights: bool = False, batched_unet: bool = False,
+                 noise_device: str = "run"):
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
         if precision not in PRECISIONS:
@@ -139,6 +145,11 @@ class Fuser:
         self.precision = precision
         self.channels_last = channels_last
         self.batched_unet = batched_unet
+        if noise_device not in NOISE_DEVICES:
+            raise ValueError(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, got {noise_device!r}")
+        # "run": noise drawn on the run device, as released (CUDA and CPU generators differ);
+        # "cpu": drawn on the CPU and moved, so every device starts from the same numbers.
+        self.noise_device = None if noise_device == "run" else torch.device("cpu")
         diff_cfg = (diffusion_config if isinstance(diffusion_config, DiffusionConfig)
                     else load_diffusion_config(diffusion_config))
         self.diffusion_config = diff_cfg.with_overrides(eta=eta, sampler=sampler, timestep_respacing=steps)
@@ -174,6 +185,11 @@ class Fuser:
         model = create_model(**self.model_config.unet_kwargs(), model_path=path, attention=attention)
         # inference only: no autograd state, and autocast keeps no grad-tracking weight casts
         model = model.to(self.device).eval().requires_grad_(False)
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if low is not None:
+            # weights stored in the low precision (half the memory) and norms computed in it;
+            # autocast still runs the remaining ops as it would
+            model = model.to(low).set_low_precision_norms(True)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if compile:
@@ -258,7 +274,7 @@ class Fuser:
                     callback({**info, "sample": info["sample"][..., :out_h, :out_w]})
                 rgb = fuse(self.model_fn, self.schedule, self.sampler_options, ir_t, vis_t,
                            [opts.seed] * len(ir), fusion, callback=observer if callback else None,
-                           progress=progress, desc=desc)
+                           progress=progress, desc=desc, noise_device=self.noise_device)
                 luma = luma_bt601(rgb)
             luma = luma[..., :out_h, :out_w]
             finite = torch.isfinite(luma).flatten(1).all(dim=1).cpu().tolist()

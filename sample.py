@@ -88,10 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batched_unet", action="store_true",
                    help="with --batch: one UNet call for the whole batch (faster on GPU for small "
                         "images; equal to the per-pair result only to float rounding)")
+    g.add_argument("--noise_device", choices=("run", "cpu"), default="run",
+                   help="where seeded noise is drawn: run = the run device (released; a GPU run then "
+                        "differs from a CPU run), cpu = same numbers on every device")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="UNet precision: fp32 (faithful), tf32, bf16, fp16 (EM and FFT stay fp32)")
     g.add_argument("--attention", choices=("auto", "legacy", "sdpa", "chunked"), default="auto",
-                   help="attention kernel: auto = SDPA on CUDA, chunked on CPU; legacy = the original")
+                   help="attention kernel: auto = SDPA; chunked = legacy maths 128 queries at a time (bit-identical to legacy); legacy = the original")
     g.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
     g.add_argument("--download_checkpoint", action="store_true",
@@ -336,7 +339,7 @@ def run(args) -> int:
                           channels_last=args.channels_last, em_iterations=args.em_iters,
                           download_checkpoint=args.download_checkpoint,
                           allow_random_weights=args.allow_random_weights,
-                          batched_unet=args.batched_unet)
+                          batched_unet=args.batched_unet, noise_device=args.noise_device)
         except ConfigError as exc:
             raise SetupError(str(exc)) from None
         except Exception as exc:

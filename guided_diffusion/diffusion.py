@@ -231,12 +231,12 @@ NoiseFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def seeded_noise(generators: Sequence[torch.Generator]) -> NoiseFn:
-    """Noise like x drawn per image, each image from its own generator, so that an image's
-    noise does not depend on its batch neighbours."""
+    """Noise like x drawn per image, each image from its own generator (on the generator's
+    device, then moved to x's), so that an image's noise does not depend on its neighbours."""
     def draw(like: torch.Tensor) -> torch.Tensor:
         per_image = like.shape[1:]
-        return torch.cat([torch.randn((1, *per_image), generator=g, device=like.device,
-                                      dtype=like.dtype) for g in generators])
+        return torch.cat([torch.randn((1, *per_image), generator=g, device=g.device,
+                                      dtype=like.dtype) for g in generators]).to(like.device)
     return draw
 
 

@@ -55,22 +55,25 @@ def seeded_generators(seeds: Sequence[int], device) -> list[torch.Generator]:
 
 def initial_noise(generators: Sequence[torch.Generator], channels: int, height: int, width: int,
                   device) -> torch.Tensor:
-    """x_T, one (1, C, H, W) draw per image from its own generator."""
-    return torch.cat([torch.randn((1, channels, height, width), generator=g, device=device)
-                      for g in generators])
+    """x_T, one (1, C, H, W) draw per image from its own generator (on the generator's
+    device), moved to ``device``."""
+    return torch.cat([torch.randn((1, channels, height, width), generator=g, device=g.device)
+                      for g in generators]).to(device)
 
 
 def fuse(model: Callable, sched: Schedule, opts: SamplerOptions, ir: torch.Tensor,
          vis: torch.Tensor, seeds: Sequence[int], fusion: FusionOptions = FusionOptions(), *,
          callback: Optional[Callable[[dict], None]] = None, progress: bool = False,
-         desc: str = "steps") -> torch.Tensor:
+         desc: str = "steps", noise_device=None) -> torch.Tensor:
     """Fuse a batch of grey pairs. ``ir``, ``vis``: (N, 1, H, W) in [-1, 1] on the run device;
-    ``seeds``: one per pair. Returns the final RGB sample (N, 3, H, W), float32."""
+    ``seeds``: one per pair. ``noise_device``: where the seeded noise is drawn (default: the
+    run device, as the release; "cpu" gives the same noise on every device, so a GPU run
+    starts from the numbers a CPU run starts from). Returns the final RGB sample (N, 3, H, W)."""
     if ir.shape != vis.shape:
         raise ValueError(f"ir {tuple(ir.shape)} and vis {tuple(vis.shape)} differ in shape")
     if len(seeds) != ir.shape[0]:
         raise ValueError(f"{len(seeds)} seeds for a batch of {ir.shape[0]}")
-    generators = seeded_generators(seeds, ir.device)
+    generators = seeded_generators(seeds, ir.device if noise_device is None else noise_device)
     x_T = initial_noise(generators, 3, ir.shape[-2], ir.shape[-1], ir.device)
     hook, state = em_hook(ir, vis, fusion)
     return sample(model, x_T, sched, opts, x0_hook=hook, hook_state=state,

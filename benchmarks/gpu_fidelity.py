@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Fidelity of a device against the golden fixtures (made on the CPU): runs sample.py on the
+golden pipeline cases with --noise_device cpu (so the device starts from the CPU's noise) and
+prints, per case, the largest trace differences and how many recon pixels match.
+
+    python benchmarks/gpu_fidelity.py --shared ../shared [--attention auto] [--precision fp32]
+"""
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shared", default=str(REPO.parent / "shared"))
+    p.add_argument("--attention", default="auto")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--cases", default="small_10steps,flir_10steps")
+    args = p.parse_args()
+    golden = Path(args.shared) / "golden"
+    print("| case | attention | precision | trace max abs diff (sample / x0 / EM in / EM out) | recon pixels identical | max diff |")
+    print("|---|---|---|---|---|---|")
+    for case in args.cases.split(","):
+        case_dir = golden / "pipeline" / case
+        with tempfile.TemporaryDirectory() as out:
+            cmd = [sys.executable, "sample.py", "--model_config", str(golden / "unet_tiny.yaml"),
+                   "--diffusion_config", str(case_dir / "diffusion_config.yaml"),
+                   "--input", str(case_dir / "input"), "--save_dir", out, "--quiet",
+                   "--noise_device", "cpu", "--attention", args.attention, "--precision", args.precision]
+            trace_file = case_dir / "trace.npz"
+            if trace_file.exists():
+                cmd.append("--trace")
+            run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            if run.returncode != 0:
+                print(f"| {case} | failed: {run.stderr.strip().splitlines()[-1]} |")
+                continue
+            trace_text = "-"
+            if trace_file.exists():
+                ref = np.load(trace_file)
+                ours = np.load(next(Path(out, "trace").glob("*.npz")))
+                worst = {k: max(float(np.abs(ours[n] - ref[n]).max()) for n in ref.files if n.endswith("__" + k))
+                         for k in ("sample", "pred_xstart", "em_f_pre", "em_F")}
+                trace_text = " / ".join(f"{v:.1e}" for v in worst.values())
+            same = total = 0
+            worst_px = 0
+            for ref_png in sorted((case_dir / "recon").glob("*.png")):
+                a = np.asarray(Image.open(Path(out) / "recon" / ref_png.name)).astype(int)
+                b = np.asarray(Image.open(ref_png)).astype(int)
+                same += int((a == b).sum())
+                total += a.size
+                worst_px = max(worst_px, int(np.abs(a - b).max()))
+            print(f"| {case} | {args.attention} | {args.precision} | {trace_text} | {100 * same / total:.3f} % | {worst_px} |")
+
+
+if __name__ == "__main__":
+    main()
