@@ -56,3 +56,9 @@ def test_model_config_rejects_unknown_key(tmp_path):
     path = _write(tmp_path, "image_size: 64\nnum_channels: 32\nnum_res_blocks: 1\nnum_head: 4\n")
     with pytest.raises(ConfigError, match="did you mean 'num_heads'"):
         load_model_config(path)
+
+
+def test_one_step_respacing_is_refused(tmp_path):
+    path = _write(tmp_path, "timestep_respacing: 1\n")
+    with pytest.raises(ConfigError, match="at least 2 are needed"):
+        load_diffusion_config(path)

@@ -170,13 +170,15 @@ class DiffusionConfig:
         respacing = self.timestep_respacing
         name = (f"{names['timestep_respacing']} {respacing}" if names and "timestep_respacing" in names
                 else f"key 'timestep_respacing' = {respacing!r}")
-        fix = f"give 1 to {self.steps} steps, sections such as '10,5,5', or ddimN"
+        fix = f"give 2 to {self.steps} steps, sections such as '10,5,5', or ddimN"
         try:
             kept = space_timesteps(self.steps, respacing)
         except ValueError as exc:
             raise ConfigError(f"{where}: {name} does not fit steps = {self.steps} ({exc}); {fix}") from None
-        if len(kept) < 1:
-            raise ConfigError(f"{where}: {name} keeps no step; {fix}")
+        if len(kept) < 2:
+            # the respaced process needs two steps: its clipped posterior log-variance takes
+            # the second step's value for the first, as guided-diffusion defines it
+            raise ConfigError(f"{where}: {name} keeps {len(kept)} step(s), at least 2 are needed; {fix}")
 
     def with_overrides(self, where: str = "command line", names: Optional[dict] = None,
                        **changes) -> "DiffusionConfig":
