@@ -16,7 +16,7 @@ import os
 # Fewer fragmentation failures near the memory limit (1024x768 bf16 then fits in 8 GiB of
 # allocations); read when CUDA first allocates, so setting it here is in time. Yours wins.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -156,10 +156,8 @@ class Fuser:
         self.schedule = make_schedule(self.diffusion_config.noise_schedule, self.diffusion_config.steps,
                                       self.diffusion_config.timestep_respacing, self.device)
         d = self.diffusion_config
-        self.sampler_options = SamplerOptions(
-            sampler=d.sampler, model_mean_type=d.model_mean_type, model_var_type=d.model_var_type,
-            clip_denoised=d.clip_denoised, dynamic_threshold=d.dynamic_threshold,
-            rescale_timesteps=d.rescale_timesteps, eta=d.eta)
+        # the sampler's options are the diffusion config's keys of the same names
+        self.sampler_options = SamplerOptions(**{f.name: getattr(d, f.name) for f in fields(SamplerOptions)})
         self.em_iterations = em_iterations if em_iterations is not None else self.schedule.num_steps
         self.model = None
         self.model_config = None
