@@ -28,7 +28,7 @@ from guided_diffusion.fusion import EM_ROLES, FusionError, to_gray_uint8
 from util.color import rgb_to_ycbcr_over_255
 from util.config import ConfigError
 from util.fileio import atomic_path
-from util.images import ImageError, find_pairs, write_png_atomic
+from util.images import ImageError, find_pairs, peek_size, write_png_atomic
 
 
 class SetupError(RuntimeError):
@@ -265,14 +265,18 @@ def outputs_of(pair, args, save_dir: Path) -> list[Path]:
     return paths
 
 
-def batches_by_size(loaded, batch_size: int, fuser, opts):
-    """Group (pair, ir, vis) by the size the UNet sees (with --size crop, sources that crop to
-    the same multiple share a batch), keeping the sorted order within each group."""
+def batches_by_size(pairs, batch_size: int, fuser, opts):
+    """Group pairs by the size the UNet sees, read from the file headers (with --size crop,
+    sources that crop to the same multiple share a batch), keeping the sorted order within
+    each group. Pixels are decoded batch by batch, so a large dataset is never all in memory."""
     groups: dict = {}
-    for item in loaded:
-        shape = item[1].gray.shape
-        key = fuser.working_size(*shape, opts) if opts.size == "crop" else shape
-        groups.setdefault(key, []).append(item)
+    for index, pair in enumerate(pairs):
+        shape = peek_size(pair.a)
+        if shape is None or min(shape) < opts.crop_multiple:
+            key = ("alone", index)  # fails when decoded, with its reason
+        else:
+            key = fuser.working_size(*shape, opts) if opts.size == "crop" else shape
+        groups.setdefault(key, []).append(pair)
     for items in groups.values():
         for start in range(0, len(items), batch_size):
             yield items[start:start + batch_size]
@@ -367,17 +371,23 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
     for pair in pairs:
         if not args.overwrite and all(p.exists() for p in outputs_of(pair, args, save_dir)):
             skipped += 1
-            continue
-        try:
-            ir, vis = load_source(pair.a), load_source(pair.b)
-            check_pair(ir, vis, opts.crop_multiple)  # here, so a bad pair never joins a batch
-            todo.append((pair, ir, vis))
-        except ImageError as exc:
-            failed += 1
-            log(f"failed: {exc}")
+        else:
+            todo.append(pair)
 
     bar = tqdm(total=len(todo), desc="pairs", disable=args.quiet)
-    for batch in batches_by_size(todo, args.batch, fuser, opts):
+    for batch_pairs in batches_by_size(todo, args.batch, fuser, opts):
+        batch = []
+        for pair in batch_pairs:
+            try:
+                ir, vis = load_source(pair.a), load_source(pair.b)
+                check_pair(ir, vis, opts.crop_multiple)  # here, so a bad pair never joins a batch
+                batch.append((pair, ir, vis))
+            except ImageError as exc:
+                failed += 1
+                log(f"failed: {exc}")
+        if not batch:
+            bar.update(len(batch_pairs))
+            continue
         names = ", ".join(pair.stem for pair, _, _ in batch)
         try:
             observer = (PairObserver([p for p, _, _ in batch], save_dir, args.record, args.trace)
@@ -402,7 +412,7 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
             torch.cuda.empty_cache()
             failed += len(batch)
             log(f"failed: {line}")
-        bar.update(len(batch))
+        bar.update(len(batch_pairs))
     bar.close()
     fused, skipped, failed = dist.total([fused, skipped, failed])
     if dist.rank == 0:

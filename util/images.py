@@ -86,6 +86,16 @@ def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
     raise ImageError(f"{path}: unsupported image mode {im.mode!r}; save it as 8-bit PNG or JPEG")
 
 
+def peek_size(path: str | os.PathLike):
+    """(height, width) from the file's header without decoding the pixels; None when the file
+    cannot be opened (reading it later gives the reason)."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except Exception:
+        return None
+
+
 def rgb_to_gray_float(rgb: np.ndarray) -> np.ndarray:
     """Grey as OpenCV's float ``COLOR_BGR2GRAY`` followed by ``np.round``, in float32.
 
