@@ -88,16 +88,6 @@ def to_gray_uint8(rgb: torch.Tensor, rounding: str = "recon") -> torch.Tensor:
     return normalise_to_uint8(luma_bt601(rgb), rounding)
 
 
-def check_finite(rgb: torch.Tensor, names: Sequence[str]) -> None:
-    """Raise FusionError naming the pairs whose sample holds NaN or Inf (checked once, after
-    the loop, so the step loop has no host sync)."""
-    bad = (~torch.isfinite(rgb)).flatten(1).any(dim=1).tolist()
-    failed = [name for name, is_bad in zip(names, bad) if is_bad]
-    if failed:
-        raise FusionError(f"non-finite values in the sample of {', '.join(failed)}; "
-                          "try another seed or --precision fp32")
-
-
 def em_role_images(ir: torch.Tensor, vis: torch.Tensor, em_roles: str):
     """(I, V) of the EM model for the chosen role assignment (see EM_ROLES)."""
     if em_roles == "release":
