@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from util.fileio import write_text_atomic
-from util.images import IMAGE_EXTENSIONS, ImageError, read_gray
+from util.images import ImageError, is_image_file, read_gray
 from util.metrics import PROFILES, TABLE_COLUMNS, evaluate_pair, get_profile
 
 CROP_LIMIT = 32  # a fused image may be smaller than its sources by fewer pixels than this
@@ -62,7 +62,7 @@ def _list_images(folder: Path) -> Dict[str, List[Path]]:
     """Image files of a folder by name stem (a stem may map to several files)."""
     out: Dict[str, List[Path]] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+        if is_image_file(p):
             out.setdefault(p.stem, []).append(p)
     return out
 
@@ -70,7 +70,7 @@ def _list_images(folder: Path) -> Dict[str, List[Path]]:
 def _find_fused(fused: Dict[str, List[Path]], stem: str) -> Optional[List[Path]]:
     if stem in fused:
         return fused[stem]
-    short = stem.split(".")[0]  # sample.py names its output after the text before the first dot
+    short = stem.split(".")[0]  # the released sample.py names its output after the text before the first dot
     return fused.get(short)
 
 

@@ -50,7 +50,7 @@ import evaluate
 import sample
 from util.fileio import write_text_atomic
 from util.config import ConfigError, load_yaml
-from util.images import IMAGE_EXTENSIONS, ImageError, find_pairs, read_rgb, write_png_atomic
+from util.images import IMAGE_EXTENSIONS, ImageError, find_pairs, is_image_file, read_rgb, write_png_atomic
 from util.metrics import PROFILES, TABLE_COLUMNS
 from util.presets import Preset, presets_for
 from util.sheet import contact_sheet, grid
@@ -284,8 +284,7 @@ def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Seq
 
 
 def _has_images(folder: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-               for p in folder.iterdir())
+    return any(is_image_file(p) for p in folder.iterdir())
 
 
 def _images_folder(folder: Path) -> Path:
