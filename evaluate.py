@@ -1,7 +1,7 @@
 """Evaluate fused images against their sources and print the papers' metric table.
 
     python evaluate.py --input input --fused output/recon
-    python evaluate.py --input ../shared/data/MRI_CT --modalities CT,MRI --fused A --fused B
+    python evaluate.py --input tests/fixtures/data/MRI_CT --modalities CT,MRI --fused A --fused B
 
 ``--input`` holds one folder per modality (default ``ir`` and ``vi``; the first plays the
 infrared role), with the same file names in each; every ``--fused`` folder (one method each)

@@ -1,6 +1,6 @@
 """Benchmark: util.metrics against a straightforward scalar implementation of the same formulas.
 
-    python benchmarks/bench_metrics.py [--data ../shared/data/RoadScene] [--pairs 50]
+    python benchmarks/bench_metrics.py [--data tests/fixtures/data/RoadScene] [--pairs 50]
                                        [--loop-pairs 3] [--crop 64] [--repeat 20]
 
 Everything runs on one core: numpy/BLAS/torch are held to one thread (scipy.fft and
@@ -361,7 +361,7 @@ def _resize(img, size):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path,
-                    default=Path(os.environ.get("DDFM_SHARED", REPO.parent / "shared")) / "data" / "RoadScene")
+                    default=REPO / "tests" / "fixtures" / "data" / "RoadScene")
     ap.add_argument("--pairs", type=int, default=50, help="pairs timed at full size")
     ap.add_argument("--loop-pairs", type=int, default=3, help="pairs timed with the loop code")
     ap.add_argument("--crop", type=int, default=64, help="centre crop side for the loop code")

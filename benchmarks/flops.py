@@ -29,8 +29,8 @@ if str(REPO) not in sys.path:
 
 from util.config import ModelConfig, load_model_config  # noqa: E402
 
-# The golden tiny UNet's keys (shared/golden/unet_tiny.yaml), embedded so the benchmarks run
-# without shared/; the weights are random anyway.
+# The golden tiny UNet's keys (tests/fixtures/golden/unet_tiny.yaml), embedded so the benchmarks run
+# without the test fixtures; the weights are random anyway.
 TINY_CONFIG = dict(image_size=64, num_channels=32, num_res_blocks=1, channel_mult="1,2,2",
                    learn_sigma=True, class_cond=False, use_checkpoint=False,
                    attention_resolutions="16,8", num_heads=4, num_head_channels=16,

@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # One device session: golden fidelity on the GPU, memory caps, and (optionally) the speed suite.
-# Usage (CUDA machine, repo root): SHARED=/path/to/shared OUT=/tmp/out bash benchmarks/gpu_check.sh
+# Usage (CUDA machine, repo root): OUT=/tmp/out bash benchmarks/gpu_check.sh
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/ddfm_gpu}; mkdir -p "$OUT"
-SHARED=${SHARED:-../shared}
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__)"
   echo "## golden fidelity on the GPU (tiny UNet; noise drawn on the CPU)"
-  for prec in fp32 bf16; do timeout 120 python3 benchmarks/gpu_fidelity.py --shared "$SHARED" --precision $prec; done
-  timeout 60 python3 benchmarks/gpu_fidelity.py --shared "$SHARED" --attention legacy --cases small_10steps
+  for prec in fp32 bf16; do timeout 120 python3 benchmarks/gpu_fidelity.py --precision $prec; done
+  timeout 60 python3 benchmarks/gpu_fidelity.py --attention legacy --cases small_10steps
   echo "## memory"
   timeout ${MEM_TIMEOUT:-200} python3 benchmarks/bench_memory.py
 } 2>&1 | tee "$OUT/check.log"

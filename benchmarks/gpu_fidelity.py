@@ -3,7 +3,7 @@
 golden pipeline cases with --noise_device cpu (so the device starts from the CPU's noise) and
 prints, per case, the largest trace differences and how many recon pixels match.
 
-    python benchmarks/gpu_fidelity.py --shared ../shared [--attention auto] [--precision fp32]
+    python benchmarks/gpu_fidelity.py [--attention auto] [--precision fp32]
 """
 import argparse
 import subprocess
@@ -19,12 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shared", default=str(REPO.parent / "shared"))
+    p.add_argument("--fixtures", default=str(REPO / "tests" / "fixtures"),
+                   help="folder holding golden/ (the repository's tests/fixtures)")
     p.add_argument("--attention", default="auto")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--cases", default="small_10steps,flir_10steps")
     args = p.parse_args()
-    golden = Path(args.shared) / "golden"
+    golden = Path(args.fixtures) / "golden"
     print("| case | attention | precision | trace max abs diff (sample / x0 / EM in / EM out) | recon pixels identical | max diff |")
     print("|---|---|---|---|---|---|")
     for case in args.cases.split(","):

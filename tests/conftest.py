@@ -1,7 +1,13 @@
 """Shared test fixtures.
 
-The golden fixtures and test data live outside the repository, in ``../shared`` beside the
-checkout. ``DDFM_SHARED`` overrides that location; it is read here and nowhere else.
+Everything the suite needs ships in ``tests/fixtures/`` (see its README): the golden arrays made
+by the authors' released code, the tiny UNet, the pipeline and metric cases, and a few pairs of
+each test set. A clone is enough to run the tests.
+
+Opt-in, for the full test sets: ``DDFM_SHARED=/path/to/shared`` (a folder holding ``data/`` and
+``eval_cases/``, such as ``../shared`` beside the checkout) points ``data_root`` and
+``eval_cases`` at it, so the data tests run over every pair. The variable is read here and
+nowhere else; the golden fixtures always come from the repository.
 """
 import json
 import os
@@ -11,10 +17,12 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DDFM_SHARED", REPO.parent / "shared")).resolve()
-GOLDEN = SHARED / "golden"
-DATA = SHARED / "data"
-EVAL_CASES = SHARED / "eval_cases"
+FIXTURES = REPO / "tests" / "fixtures"
+GOLDEN = FIXTURES / "golden"
+_FULL = os.environ.get("DDFM_SHARED")
+DATA_PARENT = Path(_FULL).resolve() if _FULL else FIXTURES
+DATA = DATA_PARENT / "data"
+EVAL_CASES = DATA_PARENT / "eval_cases"
 
 
 def pytest_configure(config):
@@ -36,7 +44,8 @@ def pytest_collection_modifyitems(config, items):
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.fail(f"missing fixture {path}: set DDFM_SHARED to the folder holding golden/ and data/")
+        where = "DDFM_SHARED=" + _FULL if _FULL else "tests/fixtures (see its README)"
+        pytest.fail(f"missing fixture {path}: expected under {where}")
     return path
 
 
@@ -105,8 +114,8 @@ def expected_metrics():
 def metric_cases(golden, data_root, expected_metrics):
     """The cases of ``golden/metrics/expected.json`` with their folders resolved: name ->
     dict(input=source folder, modalities=[a, b], fused=fused folder, expected=the json entry).
-    ``sources`` is relative to the shared folder; ``fused`` to ``golden/metrics`` or, for the
-    pipeline case, to ``golden``."""
+    ``sources`` is relative to the folder holding ``data/``; ``fused`` to ``golden/metrics``
+    or, for the pipeline case, to ``golden``."""
     shared = data_root.parent
     cases = {}
     for name, case in expected_metrics.items():
