@@ -19,10 +19,11 @@ where it stopped -- then evaluated by ``evaluate.py`` (reference profile unless 
 ``--batch``, ``--gpu``, ``--attention``, ``--download_checkpoint``, ...); ``--input``,
 ``--preset`` and ``--modalities`` are set per dataset.
 
-Printed per dataset: the paper's rows (``configs/paper_results.yaml``; a value the file does not
-hold is shown as '—'), this run's row, this run's difference to the paper's DDFM row, and one row
-per ``--compare NAME=DIR`` (another method's fused images: ``DIR/<preset key or folder>/`` per
-dataset, or the images directly in ``DIR`` when one dataset is evaluated). Written, each
+Printed per dataset: the paper's rows (``configs/paper_results.yaml``), this run's row, this
+run's difference to the paper's DDFM row, and one row per ``--compare NAME=DIR`` (another
+method's fused images: ``DIR/<preset key or folder>/`` per dataset, or the images directly in
+``DIR`` when one dataset is evaluated). Per column the best value is marked ``*x*`` and the second
+best ``_x_`` (bold and underline in ``tables.md``), over every method row, as the paper marks them. Written, each
 atomically: ``SAVE_DIR/tables.md``, ``tables.csv``, ``tables.json`` and one figure per dataset,
 ``SAVE_DIR/figures/<preset>.png`` (a few pairs: both sources and the fused results, labelled).
 
@@ -352,7 +353,29 @@ def build_rows(ds: Dataset, paper: dict, metrics: Sequence[str], label: str) -> 
         rows.append({"method": name, "kind": "compare", "pairs": result["count"],
                      "values": {m: mean.get(m) for m in metrics},
                      "all_metrics": {m: mean.get(m) for m in TABLE_COLUMNS}})
+    mark_best(rows, metrics, paper.get("higher_is_better", {}))
     ds.rows = rows
+
+
+RANKED_KINDS = ("paper", "this run", "compare")   # the difference row is not a method
+
+
+def mark_best(rows: List[dict], metrics: Sequence[str], higher_is_better: dict) -> None:
+    """Mark, per column, the best value "best" and the second best "second", as the paper marks
+    them (bold, underline), over every method row: the paper's, this run's and the compared
+    runs'. Values are compared as printed (two decimals), so equal printed values share a mark.
+    Sets ``row["marks"] = {metric: "best" | "second"}`` on the rows that hold one."""
+    for row in rows:
+        row.pop("marks", None)
+    for m in metrics:
+        sign = 1 if higher_is_better.get(m, True) else -1
+        printed = [(round(r["values"][m], 2), r) for r in rows
+                   if r["kind"] in RANKED_KINDS and r["values"].get(m) is not None]
+        ranks = sorted({v for v, _ in printed}, key=lambda v: -sign * v)
+        for label, value in zip(("best", "second"), ranks[:2]):
+            for v, r in printed:
+                if v == value:
+                    r.setdefault("marks", {})[m] = label
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,12 +388,24 @@ def _cell(v, signed: bool = False) -> str:
     return f"{v:+.2f}" if signed else f"{v:.2f}"
 
 
-def _table_cells(ds: Dataset, metrics: Sequence[str]) -> tuple:
+# How the best / second-best marks look: the paper's bold and underline, in plain text and in
+# Markdown (GitHub renders <u>).
+MARK_STYLES = {"text": {"best": "*{}*", "second": "_{}_"},
+               "md": {"best": "**{}**", "second": "<u>{}</u>"}}
+MARK_LEGEND = {"text": "*x*: best, _x_: second best of the column (the paper's bold and underline)",
+               "md": "**bold**: best, <u>underlined</u>: second best of the column, as in the paper"}
+
+
+def _table_cells(ds: Dataset, metrics: Sequence[str], style: str = "text") -> tuple:
     header = ["Method", *metrics, "pairs"]
     body = []
     for r in ds.rows:
         signed = r["kind"] == "difference"
-        body.append([r["method"], *(_cell(r["values"].get(m), signed) for m in metrics),
+        marks = r.get("marks", {})
+        cells = [_cell(r["values"].get(m), signed) for m in metrics]
+        cells = [MARK_STYLES[style][marks[m]].format(c) if m in marks else c
+                 for m, c in zip(metrics, cells)]
+        body.append([r["method"], *cells,
                      "" if r["pairs"] is None and signed else (DASH if r["pairs"] is None else str(r["pairs"]))])
     return header, body
 
@@ -412,9 +447,6 @@ def _notes(ds: Dataset, label: str) -> List[str]:
     if run is not None and n is not None and run["count"] != n:
         notes.append(f"this run counts {run['count']} pairs, the paper's test set {n}: "
                      "the numbers are not directly comparable")
-    if ds.paper_entry is not None and ds.paper_entry.get("missing"):
-        notes.append(f"{DASH}: not in configs/paper_results.yaml (could not be read from the paper); "
-                     f"missing there: {', '.join(ds.paper_entry['missing'])}")
     return notes
 
 
@@ -429,6 +461,7 @@ def render_text(datasets: List[Dataset], metrics, label: str, header: List[str])
             out.append(fusion_line(ds))
         if ds.rows:
             out.append(format_table(ds, metrics))
+            out.append(MARK_LEGEND["text"])
         for note in _notes(ds, label):
             out.append(f"note: {note}")
         out.append("")
@@ -453,11 +486,11 @@ def render_md(datasets: List[Dataset], metrics, label: str, header: List[str], s
             out.append(fusion_line(ds) + ".")
         out.append("")
         if ds.rows:
-            head, body = _table_cells(ds, metrics)
+            head, body = _table_cells(ds, metrics, "md")
             out.append(_md_row(head))
             out.append(_md_row(["---"] + ["---:"] * (len(head) - 1)))
             out += [_md_row(row) for row in body]
-            out.append("")
+            out += ["", MARK_LEGEND["md"] + ".", ""]
         for note in _notes(ds, label):
             out.append(f"- {note}")
         if ds.figure is not None:
