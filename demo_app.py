@@ -260,7 +260,8 @@ def make_fuse(settings: Settings, cache: FuserCache):
         try:
             yield from fuse_request(settings, cache, (image_a, image_b, preset, color, steps, seed,
                                                       lamb, rho, prior), progress)
-        except DemoError as exc:
+        except DemoError as exc:  # in the status box and as gradio's error (a toast, the client's AppError)
+            yield updates(status=f"**error:** {exc}")
             raise gr.Error(str(exc), duration=None, print_exception=False) from None
     return fuse
 
@@ -276,10 +277,10 @@ def fuse_request(settings, cache, values, progress):
     except ImageError as exc:
         raise DemoError(str(exc)) from None
     started = time.monotonic()
-    fuser = cache.get(args, model_cfg, diff_cfg)
     sources = dict(source_a=image_a["path"], source_b=image_b["path"])
     yield updates(status=f"Fusing with the {'diffusion' if prior == 'diffusion' else 'EM-only'} prior ...",
                   gallery=[], gray=None, color=None, files=None, metrics=None, **sources)
+    fuser = cache.get(args, model_cfg, diff_cfg)  # the first request of a prior loads its model
     frames = []
     result = yield from sample_with_gallery(fuser, ir, vis, opts, prior, progress, frames)
     folder = request_folder(settings)
@@ -287,10 +288,14 @@ def fuse_request(settings, cache, values, progress):
     sample.save_results([(SimpleNamespace(stem=stem), ir, vis)], [result], args, folder)
     recon = folder / "recon" / f"{stem}.png"
     colour = folder / "color" / f"{stem}.png" if args.color else None
+    downloads = [recon]
+    if colour is not None:  # one download folder, so the colour PNG gets a name of its own
+        downloads.append(folder / "download" / f"{stem}_color.png")
+        downloads[-1].parent.mkdir()
+        shutil.copyfile(colour, downloads[-1])
     h, w = result["gray"].shape
     yield updates(status=done_text(ir, (h, w), prior, steps, seed, lamb, rho, time.monotonic() - started),
-                  gray=str(recon), color=str(colour) if colour else None,
-                  files=[str(p) for p in (recon, colour) if p is not None],
+                  gray=str(recon), color=str(colour) if colour else None, files=[str(p) for p in downloads],
                   metrics=metrics_rows(recon, ir, vis), gallery=frames, **sources)
 
 
