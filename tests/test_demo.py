@@ -1,6 +1,6 @@
 """Issue 14: ``python demo.py``, the Gradio page over the Fuser ``sample.py`` uses.
 
-A real ``demo.py`` server (tiny golden UNet, 3 steps by default) is started on 127.0.0.1 and
+A real ``demo.py`` server (tiny golden UNet, 2 steps by default) is started on 127.0.0.1 and
 driven through ``gradio_client`` (its PNGs are compared byte for byte with the files
 ``sample.py`` writes for the same pair and options, its metrics with ``evaluate.py``'s) and
 through a headless Chromium. gradio, gradio_client, selenium and chromium/chromedriver are
@@ -79,12 +79,12 @@ def wait_for_page(proc, url: str, log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A demo.py subprocess on 127.0.0.1 with the tiny UNet; its default is 3 steps."""
+    """A demo.py subprocess on 127.0.0.1 with the tiny UNet; its default is 2 steps."""
     need("gradio")
     need("gradio_client")
     folder = tmp_path_factory.mktemp("demo")
-    diffusion = folder / "diffusion_3steps.yaml"
-    diffusion.write_text(TINY_DIFFUSION.read_text().replace("timestep_respacing: 10", "timestep_respacing: 3"))
+    diffusion = folder / "diffusion_2steps.yaml"
+    diffusion.write_text(TINY_DIFFUSION.read_text().replace("timestep_respacing: 10", "timestep_respacing: 2"))
     port, log = free_port(), folder / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "demo.py", "--port", str(port), "--model_config",
@@ -204,9 +204,16 @@ def save_screenshot(driver, path: str) -> None:
     image.quantize(256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
 
 
-def test_browser_runs_a_bundled_example(server, tmp_path):
-    binary, driver_path = need_chromium()
+@pytest.fixture(scope="module")
+def chromium():
+    """(chromium, chromedriver) paths, checked before the server starts."""
+    paths = need_chromium()
     need("selenium")
+    return paths
+
+
+def test_browser_runs_a_bundled_example(chromium, server, tmp_path):
+    binary, driver_path = chromium
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     driver = chrome(driver_path, binary, str(tmp_path / "profile"))
@@ -219,7 +226,7 @@ def test_browser_runs_a_bundled_example(server, tmp_path):
         driver.find_element(By.ID, "fuse-button").click()
         wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Done"))
         wait.until(lambda d: "Qabf" in d.find_element(By.ID, "metrics").text
-                   and len(d.find_elements(By.CSS_SELECTOR, "#x0-gallery img")) == 3)
+                   and len(d.find_elements(By.CSS_SELECTOR, "#x0-gallery img")) == 2)
         fused = driver.find_element(By.CSS_SELECTOR, "#fused-gray img")
         wait.until(lambda d: fused.get_attribute("naturalWidth") == "512")
         table = driver.find_element(By.ID, "metrics").text.split()
@@ -241,7 +248,6 @@ def test_respaced_fuser_shares_the_model_and_equals_a_fresh_one():
     assert other.model is base.model and other.schedule.num_steps == 3 and base.schedule.num_steps == 2
     fresh = Fuser(TINY_MODEL, TINY_DIFFUSION, steps=3, device="cpu")
     assert np.array_equal(other(ir, vis, seed=1), fresh(ir, vis, seed=1))
-    assert np.array_equal(base(ir, vis, seed=1), Fuser(TINY_MODEL, TINY_DIFFUSION, steps=2, device="cpu")(ir, vis, seed=1))
 
 
 def test_without_checkpoint_it_starts_em_only_and_says_how_to_get_it(tmp_path):
@@ -260,5 +266,27 @@ def test_without_checkpoint_it_starts_em_only_and_says_how_to_get_it(tmp_path):
         assert "python demo.py --download_checkpoint" in page and "No checkpoint at" in page
         with pytest.raises(demo_app.DemoError, match="download_checkpoint"):
             demo_app.request_args(settings, "diffusion", 3, 1, 0.5, 0.001, False)
+    finally:
+        shutil.rmtree(settings.workdir)
+
+
+def test_fuser_cache_loads_the_model_once_per_prior():
+    need("gradio")
+    import demo
+    import demo_app
+    args = demo.build_parser().parse_args(["--model_config", str(TINY_MODEL),
+                                           "--diffusion_config", str(TINY_DIFFUSION)])
+    settings = demo_app.make_settings(args)
+    try:
+        assert settings.default_prior == "diffusion" and settings.default_steps == 10
+        cache = demo_app.FuserCache()
+
+        def get(prior, steps):
+            args, _, model_cfg, diff_cfg = demo_app.request_args(settings, prior, steps, 1, 0.5, 0.001, False)
+            return cache.get(args, model_cfg, diff_cfg)
+        two, three, none = get("diffusion", 2), get("diffusion", 3), get("none", 3)
+        assert three.model is two.model and get("diffusion", 2) is two
+        assert (two.schedule.num_steps, three.schedule.num_steps) == (2, 3)
+        assert none.model is None and none.em_iterations == 3
     finally:
         shutil.rmtree(settings.workdir)
