@@ -27,7 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 import sample  # noqa: E402
-from ddfm import check_pair, load_source  # noqa: E402
+from ddfm import PRIORS, check_pair, load_source  # noqa: E402
 from guided_diffusion.fusion import FusionError, to_gray_uint8  # noqa: E402
 from util.images import ImageError, find_pairs, peek_size, read_gray  # noqa: E402
 from util.metrics import evaluate_pair  # noqa: E402
@@ -123,25 +123,37 @@ def read_upload(payload, role: str, max_side: int):
     return replace(source, name=label)
 
 
+def number(name: str, value, whole: bool = False, low=None, high=None) -> float:
+    """A form value as a finite number (within low..high), or a DemoError saying what to enter."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    ok = x == x and abs(x) != float("inf") and (not whole or x == int(x))
+    if not ok or (low is not None and x < low) or (high is not None and x > high):
+        kind = "a whole number" if whole else "a number"
+        span = f" from {low} to {high}" if low is not None and high is not None else ""
+        raise DemoError(f"{name} must be {kind}{span}, got {value!r}")
+    return x
+
+
 def request_args(settings: Settings, prior, steps, seed, lamb, rho, color):
     """The sample.py options of one request, checked by sample.py's own functions."""
-    for name, value in (("steps", steps), ("seed", seed), ("lamb", lamb), ("rho", rho)):
-        if value is None or value != value:
-            raise DemoError(f"{name} is empty: enter a number")
-    if int(steps) != steps or not 1 <= steps <= settings.max_steps:
-        raise DemoError(f"steps must be a whole number from 1 to {settings.max_steps}, got {steps}")
-    if int(seed) != seed:
-        raise DemoError(f"seed must be a whole number, got {seed}")
+    steps = int(number("steps", steps, True, 1, settings.max_steps))
+    seed = int(number("seed", seed, True))
+    lamb, rho = number("lamb", lamb), number("rho", rho)
+    if prior not in PRIORS:
+        raise DemoError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
     if prior == "diffusion" and settings.checkpoint_missing:
         raise DemoError(settings.checkpoint_missing.replace("*", "").replace("`", "'"))
-    argv = settings.base_argv + ["--prior", prior, "--steps", str(int(steps)), "--seed", str(int(seed)),
-                                 "--lamb", repr(float(lamb)), "--rho", repr(float(rho))]
+    argv = settings.base_argv + ["--prior", prior, "--steps", str(steps), "--seed", str(seed),
+                                 "--lamb", repr(lamb), "--rho", repr(rho)]
     args = sample.build_parser().parse_args(argv + (["--color"] if color else []))
     try:
         opts = sample.check_args(args)
         model_cfg, diff_cfg = sample.load_configs(args)
-    except sample.SetupError as exc:
-        raise DemoError(str(exc)) from None
+    except sample.SetupError as exc:  # named as the page names them: "lamb", not "--lamb"
+        raise DemoError(str(exc).removeprefix("--")) from None
     return args, opts, model_cfg, diff_cfg
 
 
