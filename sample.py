@@ -320,6 +320,26 @@ def load_configs(args):
     return model_cfg, diff_cfg
 
 
+def make_fuser(args, model_cfg, diff_cfg, device=None) -> Fuser:
+    """The Fuser of these options (``load_configs``' configs); setup problems as SetupError."""
+    try:
+        return Fuser(model_cfg or args.model_config, diff_cfg, device=device,
+                     gpu=args.gpu, prior=args.prior, attention=args.attention,
+                     precision=args.precision, compile=args.compile,
+                     channels_last=args.channels_last, em_iterations=args.em_iters,
+                     download_checkpoint=args.download_checkpoint,
+                     allow_random_weights=args.allow_random_weights,
+                     batched_unet=args.batched_unet, noise_device=args.noise_device)
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
+    except Exception as exc:
+        from util.checkpoint import CheckpointError
+        from util.download import DownloadError
+        if isinstance(exc, (CheckpointError, DownloadError, ValueError)):
+            raise SetupError(str(exc)) from None
+        raise
+
+
 def run(args) -> int:
     opts = check_args(args)
     model_cfg, diff_cfg = load_configs(args)
@@ -336,22 +356,7 @@ def run(args) -> int:
         if dist.rank == 0:  # before any rank writes
             remove_stale_temporaries(save_dir)
         dist.barrier()
-        try:
-            fuser = Fuser(model_cfg or args.model_config, diff_cfg, device=device,
-                          gpu=args.gpu, prior=args.prior, attention=args.attention,
-                          precision=args.precision, compile=args.compile,
-                          channels_last=args.channels_last, em_iterations=args.em_iters,
-                          download_checkpoint=args.download_checkpoint,
-                          allow_random_weights=args.allow_random_weights,
-                          batched_unet=args.batched_unet, noise_device=args.noise_device)
-        except ConfigError as exc:
-            raise SetupError(str(exc)) from None
-        except Exception as exc:
-            from util.checkpoint import CheckpointError
-            from util.download import DownloadError
-            if isinstance(exc, (CheckpointError, DownloadError, ValueError)):
-                raise SetupError(str(exc)) from None
-            raise
+        fuser = make_fuser(args, model_cfg, diff_cfg, device)
         return fuse_all(fuser, dist.share(pairs), problems if dist.rank == 0 else [], opts, args,
                         save_dir, dist)
     finally:
