@@ -15,7 +15,9 @@ many pairs were counted and for how many the sources were cropped. A fused image
 its sources by fewer than 32 pixels per side (``sample.py`` crops to multiples of 32) is compared
 with the sources cropped top-left to its size; any other size mismatch, a missing or unreadable
 image is named on stderr, one line each, and not counted. ``--csv``, ``--json`` and ``--md``
-write every per-image value and the means.
+write every per-image value and the means; an output path inside ``--input`` or a ``--fused``
+folder, onto an existing image or a folder is refused before anything is read (exit status 2).
+Progress bars are drawn only when stderr is a terminal, and not with ``--quiet``.
 """
 from __future__ import annotations
 

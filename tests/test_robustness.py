@@ -681,8 +681,11 @@ STOP_AT = ("p1", 3)  # the signal lands after pair p1's 3rd step
 # marker exists, so the signal always lands in the middle of a pair, never after the run has
 # finished, however loaded the machine is (no race between the run and the test's polling).
 SIGNAL_CHILD = r"""
-import sys, time
+import signal, sys, time
 from pathlib import Path
+# Ctrl-C as in a terminal: a test run started as a background job of a script inherits an
+# ignored SIGINT, which Python then keeps ignoring
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import sample
 marker, stem, step = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 observe = sample.PairObserver.__call__

@@ -195,7 +195,9 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
 
     Each image in A is paired with the file of the same name in B (the release's rule); when B
     has none, with the single file in B of the same stem (``01.png`` with ``01.jpg``). Returns the
-    pairs and one line per problem (a file without a partner, on either side). Raises
+    pairs and one line per problem (a file without a partner, on either side; a file whose stem
+    matches several partners; a dangling or looping symbolic link, which is listed like a file
+    so that it is reported rather than skipped). Raises
     :class:`ImageError` when the folders themselves are missing or empty.
     """
     root = Path(input_dir)
