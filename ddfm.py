@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 
 # Fewer fragmentation failures near the memory limit (1024x768 bf16 then fits in 8 GiB of
@@ -38,6 +39,8 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SIZES = ("crop", "pad")
 NOISE_DEVICES = ("run", "cpu")
 ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
+RELEASED_MODEL_CONFIG = Path(__file__).resolve().parent / "configs" / "model_config_imagenet.yaml"
+SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # what torch.Generator.manual_seed accepts
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,13 @@ class FuseOptions:
     color: bool = False          # also return Y-fused / CbCr-from-the-colour-source RGB
 
     def validate(self) -> "FuseOptions":
-        if not self.lamb > 0:
-            raise ValueError(f"lamb must be > 0, got {self.lamb}")
-        if not self.rho >= 0:
-            raise ValueError(f"rho must be >= 0, got {self.rho}")
+        if not (isinstance(self.seed, int) and SEED_MIN <= self.seed <= SEED_MAX):
+            raise ValueError(f"seed must be an integer from {SEED_MIN} to {SEED_MAX} (torch's "
+                             f"generator range), got {self.seed}")
+        if not (math.isfinite(self.lamb) and self.lamb > 0):
+            raise ValueError(f"lamb must be a finite number > 0, got {self.lamb}")
+        if not (math.isfinite(self.rho) and self.rho >= 0):
+            raise ValueError(f"rho must be a finite number >= 0, got {self.rho}")
         if self.em_roles not in EM_ROLES:
             raise ValueError(f"em_roles must be one of {', '.join(EM_ROLES)}, got {self.em_roles!r}")
         if self.size not in SIZES:
@@ -161,6 +167,7 @@ class Fuser:
         if prior == "diffusion":
             self.model_config = (model_config if isinstance(model_config, ModelConfig)
                                  else load_model_config(model_config))
+            self.model_config_path = None if isinstance(model_config, ModelConfig) else Path(model_config)
             self.size_multiple = self.model_config.size_multiple
             self.model = self._load_model(attention, compile, download_checkpoint, allow_random_weights)
         _set_tf32(precision == "tf32")
@@ -190,7 +197,8 @@ class Fuser:
                              "256x256_diffusion_uncond.pt (allow_random_weights=True for timing runs)")
         if path is not None:
             path = str(ensure_checkpoint(Path(path), assume_yes=download_checkpoint))
-        model = create_model(**self.model_config.unet_kwargs(), model_path=path, attention=attention)
+        model = create_model(**self.model_config.unet_kwargs(), model_path=path, attention=attention,
+                             checkpoint_expected=self._checkpoint_expected())
         # inference only: no autograd state, and autocast keeps no grad-tracking weight casts
         model = model.to(self.device).eval().requires_grad_(False)
         low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
@@ -203,6 +211,17 @@ class Fuser:
         if compile:
             model = torch.compile(model, dynamic=True)
         return model
+
+    def _checkpoint_expected(self) -> Optional[str]:
+        """What a checkpoint error says was expected: the released checkpoint for the released
+        config (None: util.checkpoint's default), else a state dict of the config's UNet."""
+        cfg, where = self.model_config, self.model_config_path
+        if where is not None and where.resolve() == RELEASED_MODEL_CONFIG:
+            return None
+        named = f"the model config {where}" if where is not None else "the given model config"
+        return (f"expected a state dict of the UNet that {named} describes (image_size "
+                f"{cfg.image_size}, num_channels {cfg.num_channels}, learn_sigma {cfg.learn_sigma}, "
+                f"class_cond {cfg.class_cond})")
 
     def _autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)

@@ -163,13 +163,13 @@ class FuserCache:
     def __init__(self):
         self._fusers = {}
 
-    def get(self, args, model_cfg, diff_cfg):
+    def get(self, args, diff_cfg):
         key = (args.prior, diff_cfg.timestep_respacing)
         if key not in self._fusers:
             base = next((f for (prior, _), f in self._fusers.items() if prior == args.prior), None)
             try:
                 self._fusers[key] = (base.respaced(diff_cfg.timestep_respacing) if base is not None
-                                     else sample.make_fuser(args, model_cfg, diff_cfg))
+                                     else sample.make_fuser(args, diff_cfg))
             except sample.SetupError as exc:
                 raise DemoError(str(exc)) from None
         return self._fusers[key]
@@ -281,7 +281,7 @@ def make_fuse(settings: Settings, cache: FuserCache):
 def fuse_request(settings, cache, values, progress):
     image_a, image_b, preset, color, steps, seed, lamb, rho, prior = values
     roles = modality_presets().get(preset, modality_presets()["infrared-visible"])[0]
-    args, opts, model_cfg, diff_cfg = request_args(settings, prior, steps, seed, lamb, rho, color)
+    args, opts, _, diff_cfg = request_args(settings, prior, steps, seed, lamb, rho, color)
     ir = read_upload(image_a, roles[0], settings.max_side)
     vis = read_upload(image_b, roles[1], settings.max_side)
     try:
@@ -292,7 +292,7 @@ def fuse_request(settings, cache, values, progress):
     sources = dict(source_a=image_a["path"], source_b=image_b["path"])
     yield updates(status=f"Fusing with the {'diffusion' if prior == 'diffusion' else 'EM-only'} prior ...",
                   gallery=[], gray=None, color=None, files=None, metrics=None, **sources)
-    fuser = cache.get(args, model_cfg, diff_cfg)  # the first request of a prior loads its model
+    fuser = cache.get(args, diff_cfg)  # the first request of a prior loads its model
     frames = []
     result = yield from sample_with_gallery(fuser, ir, vis, opts, prior, progress, frames)
     folder = request_folder(settings)

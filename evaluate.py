@@ -15,7 +15,9 @@ many pairs were counted and for how many the sources were cropped. A fused image
 its sources by fewer than 32 pixels per side (``sample.py`` crops to multiples of 32) is compared
 with the sources cropped top-left to its size; any other size mismatch, a missing or unreadable
 image is named on stderr, one line each, and not counted. ``--csv``, ``--json`` and ``--md``
-write every per-image value and the means.
+write every per-image value and the means; an output path inside ``--input`` or a ``--fused``
+folder, onto an existing image or a folder is refused before anything is read (exit status 2).
+Progress bars are drawn only when stderr is a terminal, and not with ``--quiet``.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from util.fileio import write_text_atomic
-from util.images import ImageError, is_image_file, read_gray
+from util.images import IMAGE_EXTENSIONS, ImageError, is_image_file, read_gray
 from util.metrics import PROFILES, TABLE_COLUMNS, evaluate_pair, get_profile
 
 CROP_LIMIT = 32  # a fused image may be smaller than its sources by fewer pixels than this
@@ -109,7 +111,32 @@ def _source_pairs(input_dir: Path, modalities: Sequence[str]):
     return [(s, a_imgs[s][0], b_imgs[s][0]) for s in stems], problems
 
 
-def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn) -> MethodResult:
+def _check_outputs(args) -> None:
+    """Refuse an output file that would overwrite an input: inside --input or a --fused folder,
+    onto an existing image, or onto another of the outputs."""
+    guarded = [("--input", args.input.resolve())] + [("--fused", d.resolve()) for d in args.fused]
+    seen = {}
+    for flag in ("--csv", "--json", "--md"):
+        path = getattr(args, flag[2:])
+        if path is None:
+            continue
+        where = path.resolve()
+        for name, folder in guarded:
+            if where == folder or folder in where.parents:
+                raise UsageError(f"{flag} {path} is inside {name} {folder}, whose files are inputs; "
+                                 "write the results outside it")
+        if where.suffix.lower() in IMAGE_EXTENSIONS and where.exists():
+            raise UsageError(f"{flag} {path} is an existing image; give a new file name "
+                             f"(e.g. results{'.' + flag[2:]})")
+        if where.is_dir():
+            raise UsageError(f"{flag} {path} is a folder; give a file name (e.g. {path / ('results.' + flag[2:])})")
+        if where in seen:
+            raise UsageError(f"{flag} and {seen[where]} are the same file {path}; give two names")
+        seen[where] = flag
+
+
+def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn,
+                     quiet: bool = False) -> MethodResult:
     res = MethodResult(name, fused_dir)
 
     def skip(stem: str, reason: str) -> None:
@@ -119,8 +146,9 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
     for stem, reason in source_problems:
         skip(stem, reason)
     fused = _list_images(fused_dir)
+    # no bars with --quiet, nor when stderr is not a terminal (logs, pipes): disable=None
     for stem, path_a, path_b in tqdm(pairs, desc=name, unit="img", file=sys.stderr,
-                                     dynamic_ncols=True, leave=False):
+                                     dynamic_ncols=True, leave=False, disable=True if quiet else None):
         found = _find_fused(fused, stem)
         if not found:
             skip(stem, f"no fused image in {fused_dir}")
@@ -259,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, help="write per-image values and means as CSV")
     p.add_argument("--json", type=Path, help="write per-image values and means as JSON")
     p.add_argument("--md", type=Path, help="write the tables as Markdown")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (never shown when stderr is not a terminal)")
     return p
 
 
@@ -279,11 +309,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not d.is_dir():
                 raise UsageError(f"--fused {d}: not a folder")
         pairs, problems = _source_pairs(args.input, modalities)
+        _check_outputs(args)
     except UsageError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
 
-    results = [_evaluate_method(n, d, pairs, problems, profile, warn)
+    results = [_evaluate_method(n, d, pairs, problems, profile, warn, args.quiet)
                for n, d in zip(names, args.fused)]
 
     print(f"Profile: {profile.name} ({profile.description})")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -263,14 +264,14 @@ def fuse_dataset(ds: Dataset, args) -> int:
 
 
 def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Sequence[Path],
-                     profile: str) -> Dict[str, dict]:
+                     profile: str, quiet: bool = False) -> Dict[str, dict]:
     """evaluate.py on several fused folders at once; returns its JSON entry per folder path
     (``count``, ``mean``, ``per_image``, ``cropped``, ``skipped``)."""
     dirs = list(dict.fromkeys(Path(d) for d in fused_dirs))
     with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
         out = Path(tmp) / "metrics.json"
         argv = ["--input", str(input_dir), "--modalities", ",".join(modalities),
-                "--profile", profile, "--json", str(out)]
+                "--profile", profile, "--json", str(out)] + (["--quiet"] if quiet else [])
         for d in dirs:
             argv += ["--fused", str(d)]
         printed = io.StringIO()
@@ -619,8 +620,27 @@ def discover(ds: Dataset, data_root: Path) -> None:
     ds.pairs, ds.unpaired = pairs, problems
 
 
+def check_setup(args) -> None:
+    """What would stop every dataset's fusion, checked once before anything is done, so that it
+    is one line: sample.py's option and config checks, and --save_dir."""
+    probe = copy.copy(args.sample_args)
+    try:
+        sample.check_args(probe)
+        sample.load_configs(probe)
+    except sample.SetupError as exc:
+        raise ReproduceError(str(exc)) from None
+    for path in [*reversed(args.save_dir.parents), args.save_dir]:
+        if path.exists() and not path.is_dir():
+            raise ReproduceError(f"--save_dir {args.save_dir}: {path} is a file, not a folder; "
+                                 "choose another folder")
+    existing = next(p for p in [args.save_dir, *args.save_dir.parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ReproduceError(f"--save_dir {args.save_dir}: {existing} is not writable; choose another folder")
+
+
 def run(args) -> int:
     lead = int(os.environ.get("RANK", "0")) == 0   # under torchrun only rank 0 evaluates and writes
+    check_setup(args)
     say = (lambda *a, **k: print(*a, **k, flush=True)) if lead else (lambda *a, **k: None)
     paper = load_paper_results()
     metrics = list(paper["metrics"])
@@ -678,7 +698,8 @@ def run(args) -> int:
             else:
                 dirs[name] = ds.compare_dirs[name] = folder
         try:
-            by_dir = evaluate_folders(ds.folder, ds.preset.modalities, list(dirs.values()), args.profile)
+            by_dir = evaluate_folders(ds.folder, ds.preset.modalities, list(dirs.values()), args.profile,
+                                      quiet=args.sample_args.quiet)
         except ReproduceError as exc:
             ds.status, ds.reason = "failed", str(exc)
             say(f"{ds.name}: {exc}")

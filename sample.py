@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 from datetime import timedelta
@@ -134,8 +135,8 @@ def check_args(args) -> FuseOptions:
     if len(modalities) != 2 or not all(modalities) or modalities[0] == modalities[1]:
         raise SetupError(f"--modalities must name two different folders, e.g. ir,vi; got {args.modalities!r}")
     args.modalities = tuple(modalities)
-    for name, value, ok, rule in (("--eta", args.eta, args.eta is None or args.eta >= 0, ">= 0"),
-                                  ("--batch", args.batch, args.batch >= 1, ">= 1"),
+    # --eta is checked with the diffusion config's eta (load_configs), by the same rule
+    for name, value, ok, rule in (("--batch", args.batch, args.batch >= 1, ">= 1"),
                                   ("--em_iters", args.em_iters, args.em_iters is None or args.em_iters >= 1, ">= 1")):
         if not ok:
             raise SetupError(f"{name} must be {rule}, got {value}")
@@ -146,10 +147,18 @@ def check_args(args) -> FuseOptions:
         raise SetupError(f"--{str(exc)}") from None
 
 
-def prepare_save_dir(save_dir: Path, input_dir: Path) -> None:
+def prepare_save_dir(save_dir: Path, input_dir: Path, args=None) -> None:
     save_dir, inp = save_dir.resolve(), input_dir.resolve()
     if save_dir == inp or inp in save_dir.parents:
         raise SetupError(f"--save_dir {save_dir} is inside --input {inp}; choose a folder outside the inputs")
+    folders = ["recon"] + ([] if args is None else
+                           [name for name, on in (("color", args.color), ("sheet", args.sheet),
+                                                  ("trace", args.trace), ("progress", args.record)) if on])
+    # a file where a folder must be: named as such (mkdir would only say "File exists")
+    for path in [*reversed([save_dir, *save_dir.parents]), *(save_dir / name for name in folders)]:
+        if path.exists() and not path.is_dir():
+            raise SetupError(f"--save_dir {save_dir}: not writable ({path} is a file, not a folder); "
+                             "choose another folder or move that file away")
     try:
         (save_dir / "recon").mkdir(parents=True, exist_ok=True)
         probe = save_dir / "recon" / f".write-test-{os.getpid()}"
@@ -169,6 +178,9 @@ def remove_stale_temporaries(save_dir: Path) -> None:
     folders = [save_dir / name for name in OUTPUT_FOLDERS]
     progress = save_dir / "progress"
     if progress.is_dir():
+        for p in progress.iterdir():  # frames of a pair that never finished (see PairObserver)
+            if p.is_dir() and not p.is_symlink() and p.name.startswith(".") and p.name.endswith(".tmp"):
+                shutil.rmtree(p, ignore_errors=True)
         folders += [p for p in progress.iterdir() if p.is_dir()]
     for folder in folders:
         if folder.is_dir():
@@ -220,12 +232,36 @@ class Distributed:
 
 
 class PairObserver:
-    """Observes the steps of one batch: progress PNGs and traces, per pair."""
+    """Observes the steps of one batch: progress PNGs and traces, per pair.
+
+    A pair's frames are written to a hidden folder ``progress/.<stem>.<pid>.tmp`` and renamed
+    to ``progress/<stem>`` only once the pair is saved (:meth:`finish`), so a progress folder is
+    complete or absent; :meth:`discard` removes the unfinished ones (a failed pair, an
+    interrupt) and the next run removes those of a run killed outright."""
 
     def __init__(self, pairs, save_dir: Path, record: bool, trace: bool):
         self.pairs, self.save_dir, self.record = pairs, save_dir, record
         self.traces = [dict() for _ in pairs] if trace else None
         self.count = 0
+        self.frames = {pair.stem: save_dir / "progress" / f".{pair.stem}.{os.getpid()}.tmp"
+                       for pair in pairs} if record else {}
+
+    def finish(self, pair) -> None:
+        """The pair is saved: its frames become ``progress/<stem>`` (replacing an older one)."""
+        frames = self.frames.pop(pair.stem, None)
+        if frames is None or not frames.is_dir():
+            return
+        final = frames.parent / pair.stem
+        old = frames.parent / f".{pair.stem}.{os.getpid()}.old.tmp"
+        if final.is_dir() and not final.is_symlink():
+            os.replace(final, old)
+        os.replace(frames, final)  # anything else in the way fails the pair (OSError), untouched
+        shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self) -> None:
+        for frames in self.frames.values():
+            shutil.rmtree(frames, ignore_errors=True)
+        self.frames = {}
 
     def __call__(self, info):
         if self.record:
@@ -234,7 +270,7 @@ class PairObserver:
             for pair, image, ok in zip(self.pairs, images, finite):
                 if not ok:  # a NaN/Inf sample: the pair fails at the end; save no garbage
                     continue
-                write_png_atomic(self.save_dir / "progress" / pair.stem / f"x_{info['step']:04d}.png", image)
+                write_png_atomic(self.frames[pair.stem] / f"x_{info['step']:04d}.png", image)
         if self.traces is not None:
             prefix = f"step{self.count:03d}__"
             arrays = {"x": info["x_t"], "em_f_pre": rgb_to_ycbcr_over_255(info["x0_raw"])[:, :1],
@@ -246,14 +282,14 @@ class PairObserver:
                     trace[prefix + key] = value[k:k + 1].cpu().numpy()
         self.count += 1
 
-    def save_traces(self, results):
-        """Write the traces of the pairs that were fused (not of those that failed)."""
-        for pair, trace, result in zip(self.pairs, self.traces or [], results):
-            if "error" in result:
-                continue
-            with atomic_path(self.save_dir / "trace" / f"{pair.stem}.npz") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, **trace)
+    def save_trace(self, pair) -> None:
+        """Write the trace of a pair that was fused (never of one that failed)."""
+        if self.traces is None:
+            return
+        trace = self.traces[self.pairs.index(pair)]
+        with atomic_path(self.save_dir / "trace" / f"{pair.stem}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **trace)
 
 
 def outputs_of(pair, args, save_dir: Path) -> list[Path]:
@@ -282,24 +318,57 @@ def batches_by_size(pairs, batch_size: int, fuser, opts):
             yield items[start:start + batch_size]
 
 
-def save_results(batch, results, args, save_dir: Path) -> list[str]:
-    """Write each pair's outputs; return the one-line errors of pairs that produced none."""
+def save_results(batch, results, args, save_dir: Path, observer=None) -> list[str]:
+    """Write each pair's outputs; return the one-line errors of pairs that were not saved
+    (an output path that cannot be written fails that pair only)."""
     from util.sheet import contact_sheet
     errors = []
     for (pair, ir, vis), result in zip(batch, results):
         if "error" in result:
             errors.append(result["error"])
             continue
-        write_png_atomic(save_dir / "recon" / f"{pair.stem}.png", result["gray"])
-        if args.color:
-            write_png_atomic(save_dir / "color" / f"{pair.stem}.png", result["color"])
-        if args.sheet:
-            a_name, b_name = args.modalities
-            shown = result.get("color", result["gray"])
-            panels = [(a_name, ir.rgb), (b_name, vis.rgb),
-                      ("DDFM" if args.prior == "diffusion" else "EM only", shown)]
-            write_png_atomic(save_dir / "sheet" / f"{pair.stem}.png", contact_sheet(panels))
+        try:
+            if observer is not None:  # first, as before the recon: a trace never lacks its pair
+                target = save_dir / "trace" / f"{pair.stem}.npz"
+                observer.save_trace(pair)
+            target = save_dir / "recon" / f"{pair.stem}.png"
+            write_png_atomic(target, result["gray"])
+            if args.color:
+                target = save_dir / "color" / f"{pair.stem}.png"
+                write_png_atomic(target, result["color"])
+            if args.sheet:
+                a_name, b_name = args.modalities
+                shown = result.get("color", result["gray"])
+                panels = [(a_name, ir.rgb), (b_name, vis.rgb),
+                          ("DDFM" if args.prior == "diffusion" else "EM only", shown)]
+                target = save_dir / "sheet" / f"{pair.stem}.png"
+                write_png_atomic(target, contact_sheet(panels))
+            if observer is not None:
+                target = save_dir / "progress" / pair.stem
+                observer.finish(pair)
+        except OSError as exc:
+            errors.append(f"{target}: cannot write ({exc.strerror or exc}); {pair.a.name} not saved "
+                          "completely, free that path and run again")
     return errors
+
+
+def blocked_output(pair, args, save_dir: Path):
+    """One line when an output path of ``pair`` exists but is not a file (a folder), or its
+    progress folder is not a folder: the pair fails before it is fused, nothing is touched."""
+    paths = outputs_of(pair, args, save_dir)
+    if args.trace:
+        paths.append(save_dir / "trace" / f"{pair.stem}.npz")
+    for path in paths:
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file"
+            return (f"{path}: the output path of {pair.a} is {what}; move it away (or choose "
+                    "another --save_dir) and run again")
+    progress = save_dir / "progress" / pair.stem
+    if args.record and (progress.exists() or progress.is_symlink()) and not (
+            progress.is_dir() and not progress.is_symlink()):
+        return (f"{progress}: the progress folder of {pair.a} is a file or link; move it away (or "
+                "choose another --save_dir) and run again")
+    return None
 
 
 def load_configs(args):
@@ -308,7 +377,7 @@ def load_configs(args):
     try:
         model_cfg = load_model_config(args.model_config) if args.prior == "diffusion" else None
         diff_cfg = load_diffusion_config(args.diffusion_config).with_overrides(
-            where=f"command line (with {args.diffusion_config})", names={"timestep_respacing": "--steps"},
+            where=f"command line (with {args.diffusion_config})", names={"timestep_respacing": "--steps", "eta": "--eta"},
             eta=args.eta, sampler=args.sampler, timestep_respacing=parse_respacing(args.steps))
     except ConfigError as exc:
         raise SetupError(str(exc)) from None
@@ -320,10 +389,11 @@ def load_configs(args):
     return model_cfg, diff_cfg
 
 
-def make_fuser(args, model_cfg, diff_cfg, device=None) -> Fuser:
-    """The Fuser of these options (``load_configs``' configs); setup problems as SetupError."""
+def make_fuser(args, diff_cfg, device=None) -> Fuser:
+    """The Fuser of these options (``load_configs``' diffusion config); setup problems as SetupError."""
     try:
-        return Fuser(model_cfg or args.model_config, diff_cfg, device=device,
+        # the path (checked by load_configs as model_cfg), so that checkpoint errors can name it
+        return Fuser(args.model_config, diff_cfg, device=device,
                      gpu=args.gpu, prior=args.prior, attention=args.attention,
                      precision=args.precision, compile=args.compile,
                      channels_last=args.channels_last, em_iterations=args.em_iters,
@@ -348,7 +418,7 @@ def run(args) -> int:
         pairs, problems = find_pairs(input_dir, args.modalities)
     except ImageError as exc:
         raise SetupError(str(exc)) from None
-    prepare_save_dir(save_dir, input_dir)
+    prepare_save_dir(save_dir, input_dir, args)
 
     dist = Distributed()
     try:
@@ -356,7 +426,7 @@ def run(args) -> int:
         if dist.rank == 0:  # before any rank writes
             remove_stale_temporaries(save_dir)
         dist.barrier()
-        fuser = make_fuser(args, model_cfg, diff_cfg, device)
+        fuser = make_fuser(args, diff_cfg, device)
         return fuse_all(fuser, dist.share(pairs), problems if dist.rank == 0 else [], opts, args,
                         save_dir, dist)
     finally:
@@ -374,7 +444,11 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
     skipped = fused = 0
     todo = []
     for pair in pairs:
-        if not args.overwrite and all(p.exists() for p in outputs_of(pair, args, save_dir)):
+        blocked = blocked_output(pair, args, save_dir)
+        if blocked:
+            failed += 1
+            log(f"failed: {blocked}")
+        elif not args.overwrite and all(p.is_file() for p in outputs_of(pair, args, save_dir)):
             skipped += 1
         else:
             todo.append(pair)
@@ -394,14 +468,12 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
             bar.update(len(batch_pairs))
             continue
         names = ", ".join(pair.stem for pair, _, _ in batch)
+        observer = (PairObserver([p for p, _, _ in batch], save_dir, args.record, args.trace)
+                    if (args.record or args.trace) else None)
         try:
-            observer = (PairObserver([p for p, _, _ in batch], save_dir, args.record, args.trace)
-                        if (args.record or args.trace) else None)
             results = fuser.fuse_sources([ir for _, ir, _ in batch], [vis for _, _, vis in batch], opts,
                                          callback=observer, progress=not args.quiet, desc=names)
-            if observer is not None:
-                observer.save_traces(results)
-            errors = save_results(batch, results, args, save_dir)
+            errors = save_results(batch, results, args, save_dir, observer)
             for line in errors:
                 log(f"failed: {line}")
             failed += len(errors)
@@ -417,6 +489,9 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
             torch.cuda.empty_cache()
             failed += len(batch)
             log(f"failed: {line}")
+        finally:
+            if observer is not None:  # frames of pairs not saved (failed, interrupted)
+                observer.discard()
         bar.update(len(batch_pairs))
     bar.close()
     fused, skipped, failed = dist.total([fused, skipped, failed])

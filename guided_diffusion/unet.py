@@ -564,6 +564,7 @@ def create_model(
     use_new_attention_order=False,
     model_path=None,
     attention="auto",
+    checkpoint_expected=None,
 ) -> UNetModel:
     """Build the UNet from the released YAML's keys; load ``model_path`` if given; eval mode.
 
@@ -601,7 +602,10 @@ def create_model(
 
         with torch.device("meta"):
             model = UNetModel(**model_kwargs)
-        load_checkpoint(model, model_path, assign=True)
+        if checkpoint_expected is None:
+            load_checkpoint(model, model_path, assign=True)
+        else:  # what the file should have been, for the error message
+            load_checkpoint(model, model_path, assign=True, expected=checkpoint_expected)
         # As guided-diffusion's scripts do: load float32 weights, then convert.
         if use_fp16:
             model.convert_to_fp16()

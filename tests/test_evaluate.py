@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -235,3 +236,69 @@ def test_eval_cases_are_consistent(case, data, modalities, rule, eval_cases, dat
     mean = {k: float(np.mean([v[k] for v in doc["per_image"].values()])) for k in M.TABLE_COLUMNS}
     assert doc["mean"] == pytest.approx(mean, rel=1e-12)
     assert rows[0][1:13] == [f"{mean[k]:.2f}" for k in M.TABLE_COLUMNS]
+
+
+# ------------------------------------------------------------------ issue 16: outputs, bars
+
+def _small_case(root):
+    """input/{ir,vi}/{a,b}.png and fused/{a,b}.png, random 40x48 images."""
+    rng = np.random.default_rng(16)
+    for stem in ("a", "b"):
+        for folder in ("input/ir", "input/vi", "fused"):
+            write_png_atomic(root / folder / f"{stem}.png", rng.integers(0, 256, (40, 48)).astype(np.uint8))
+    return root / "input", root / "fused"
+
+
+def _digest(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("flag, target, words", [
+    ("--csv", "input/ir/a.png", ["inside --input"]),
+    ("--json", "input/ir/a.png", ["inside --input"]),
+    ("--md", "input/results.md", ["inside --input"]),
+    ("--json", "fused/metrics.json", ["inside --fused"]),
+    ("--csv", "fused/a.png", ["inside --fused"]),
+    ("--csv", "elsewhere/photo.png", ["existing image"]),
+    ("--json", "elsewhere", ["is a folder"]),
+])
+def test_outputs_never_overwrite_inputs(flag, target, words, tmp_path, capsys):
+    inp, fused = _small_case(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    write_png_atomic(tmp_path / "elsewhere" / "photo.png", np.zeros((8, 8), np.uint8))
+    before = _digest(tmp_path)
+    rc, out, err = _run(capsys, "--input", inp, "--fused", fused, flag, tmp_path / target)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"evaluate.py: error: {flag} {tmp_path / target}"), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert _digest(tmp_path) == before, "an input was touched"
+    assert out == ""
+    # the same outputs outside the inputs are written
+    res = tmp_path / "res" / f"out.{flag[2:]}"
+    rc, out, err = _run(capsys, "--input", inp, "--fused", fused, flag, res)
+    assert rc == 0 and res.is_file() and _digest(inp) == before_inputs(before)
+
+
+def before_inputs(digest):
+    return {k[len("input/"):]: v for k, v in digest.items() if k.startswith("input/")}
+
+
+def test_two_outputs_on_one_file_are_refused(tmp_path, capsys):
+    inp, fused = _small_case(tmp_path)
+    rc, _, err = _run(capsys, "--input", inp, "--fused", fused, "--csv", tmp_path / "r.txt",
+                      "--json", tmp_path / "r.txt")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "same file" in err
+    assert not (tmp_path / "r.txt").exists()
+
+
+def test_no_progress_bars_in_logs_and_quiet_silences_a_terminal(tmp_path, capsys, monkeypatch):
+    inp, fused = _small_case(tmp_path)
+    rc, out, err = _run(capsys, "--input", inp, "--fused", fused)  # stderr is not a terminal
+    assert rc == 0 and err == "", err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    rc, out, err = _run(capsys, "--input", inp, "--fused", fused)
+    assert rc == 0 and "%|" in err  # a terminal shows the bar (so the check above can fail)
+    rc, out, err = _run(capsys, "--input", inp, "--fused", fused, "--quiet")
+    assert rc == 0 and err == "", err

@@ -268,3 +268,76 @@ def test_missing_data_root_and_no_dataset_are_setup_errors(tmp_path):
         assert run_reproduce(["--table", "ivf", "--data", tmp_path / "nowhere"])[0] == 2
         assert run_reproduce(["--table", "ivf", "--data", tmp_path])[0] == 2
     assert "none of the ivf datasets (MSRS, M3FD, RoadScene, TNO) was found" in err.getvalue()
+
+
+# ------------------------------------------------------------------ issue 16
+
+def _synthetic_tno(root):
+    """ROOT/TNO/{ir,vi}/{01,02}.png: two synthetic 70x100 grey pairs."""
+    import numpy as np
+    rng = np.random.default_rng(16)
+    for mod in ("ir", "vi"):
+        (root / "TNO" / mod).mkdir(parents=True)
+        for stem in ("01", "02"):
+            Image.fromarray(rng.integers(0, 256, (70, 100)).astype("uint8")).save(root / "TNO" / mod / f"{stem}.png")
+    return root
+
+
+def _run_both(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = reproduce.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_save_dir_that_is_a_file_is_one_line(tiny, tmp_path):
+    data = _synthetic_tno(tmp_path / "data")
+    blocker = tmp_path / "results"
+    blocker.write_text("my notes\n")
+    for save_dir in (blocker, blocker / "sub"):
+        code, out, err = _run_both(["--table", "ivf", "--data", data, "--datasets", "tno",
+                                    "--save_dir", save_dir, *tiny])
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"reproduce.py: error: --save_dir {save_dir}"), lines
+        assert "is a file, not a folder" in lines[0] and "Traceback" not in err
+    assert blocker.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("flag", ["--model_config", "--diffusion_config"])
+def test_binary_yaml_is_one_line_before_anything(flag, tiny, tmp_path):
+    data = _synthetic_tno(tmp_path / "data")
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe binary")
+    argv = list(tiny)
+    argv[argv.index(flag) + 1] = str(bad)
+    save = tmp_path / "out"
+    code, out, err = _run_both(["--table", "ivf", "--data", data, "--save_dir", save, *argv])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"reproduce.py: error: {bad}") and "UTF-8" in lines[0], lines
+    assert out == "" and not save.exists()
+
+
+def test_quiet_silences_every_progress_bar(tiny, tmp_path, monkeypatch):
+    import sys
+    data = _synthetic_tno(tmp_path / "data")
+    err = io.StringIO()
+    err.isatty = lambda: True  # as on a terminal, where bars are shown unless --quiet
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with contextlib.redirect_stdout(out):
+        code = reproduce.main([str(a) for a in ["--table", "ivf", "--data", data, "--datasets", "tno",
+                                                 "--save_dir", tmp_path / "out", *tiny]])
+    assert code == 0, out.getvalue() + err.getvalue()
+    assert "fusion: 2 fused now" in out.getvalue()
+    assert "%|" not in err.getvalue() and "\r" not in err.getvalue(), err.getvalue()
+    # without --quiet the same terminal shows evaluate.py's bar (so the check above can fail)
+    err2 = io.StringIO()
+    err2.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", err2)
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = reproduce.main([str(a) for a in ["--table", "ivf", "--data", data, "--datasets", "tno",
+                                                 "--save_dir", tmp_path / "out",
+                                                 *[a for a in tiny if a != "--quiet"]]])
+    assert code == 0 and "%|" in err2.getvalue()

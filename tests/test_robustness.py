@@ -120,7 +120,7 @@ def recon(save_dir: Path, stem: str) -> np.ndarray:
 
 
 def fused_stems(save_dir: Path) -> set:
-    return {p.stem for p in (save_dir / "recon").glob("*.png")}
+    return {p.stem for p in (save_dir / "recon").glob("*.png") if p.is_file()}
 
 
 def write_png16_rgb(path: Path, array: np.ndarray):
@@ -673,32 +673,70 @@ def test_process_exit_status_and_messages_without_traceback(tmp_path):
 
 
 SIGNAL_PAIRS = [f"p{k}" for k in range(5)]
+SIGNAL_STEPS = 10
+STOP_AT = ("p1", 3)  # the signal lands after pair p1's 3rd step
+
+# The child runs sample.main as `python sample.py` would, with one hook: after pair p1's 3rd
+# step it writes a marker file and waits there. The test sends the signal only once the
+# marker exists, so the signal always lands in the middle of a pair, never after the run has
+# finished, however loaded the machine is (no race between the run and the test's polling).
+SIGNAL_CHILD = r"""
+import signal, sys, time
+from pathlib import Path
+# Ctrl-C as in a terminal: a test run started as a background job of a script inherits an
+# ignored SIGINT, which Python then keeps ignoring
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import sample
+marker, stem, step = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+observe = sample.PairObserver.__call__
+def hooked(self, info):
+    observe(self, info)
+    if self.pairs[0].stem == stem and self.count == step:
+        marker.write_text(str(self.frames[stem]))
+        end = time.monotonic() + 600  # the signal comes long before
+        while time.monotonic() < end:
+            time.sleep(0.05)
+sample.PairObserver.__call__ = hooked
+sys.exit(sample.main(sys.argv[4:]))
+"""
 
 
 def start_and_stop(tmp_path, sig):
-    """Start a real run, wait for its first fused pair (so it is in the middle of the next),
-    send ``sig``; return (exit status, output, input folder, save folder, command)."""
+    """Start a real run, wait until it is in the middle of pair p1 (p0 fused, p1's first frames
+    recorded in its unfinished progress folder), send ``sig``; return (exit status, output,
+    input folder, save folder, command)."""
     inp, out = tmp_path / "in", tmp_path / "out"
     for stem in SIGNAL_PAIRS:
         add_pair(inp, f"{stem}.png")
-    cmd = cli_command(inp, out, "--steps", "10", "--record")
+    cmd = cli_command(inp, out, "--steps", SIGNAL_STEPS, "--record")
+    marker = tmp_path / "in_p1.txt"
+    child = [sys.executable, "-c", SIGNAL_CHILD, str(marker), STOP_AT[0], str(STOP_AT[1]), *cmd[2:]]
     log = tmp_path / "log.txt"
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh,
+        proc = subprocess.Popen(child, cwd=REPO, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh,
                                 env=PROCESS_ENV)
         try:
-            deadline = time.monotonic() + 90
-            while not list((out / "recon").glob("*.png")):
+            while not marker.exists():
                 assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "no output within 90 s"
                 time.sleep(0.02)
+            # mid-run: p0 is fused, p1 has recorded frames that are not a progress folder yet
+            assert fused_stems(out) == {"p0"}
+            unfinished = Path(marker.read_text())
+            assert unfinished.parent == out / "progress" and unfinished.name.startswith(".p1.")
+            assert len(list(unfinished.glob("x_*.png"))) == STOP_AT[1]
+            assert sorted(p.name for p in (out / "progress").iterdir()) == sorted(["p0", unfinished.name])
             proc.send_signal(sig)
-            rc = proc.wait(timeout=60)
+            rc = proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
     return rc, log.read_text(), inp, out, cmd
+
+
+def progress_folders(out: Path) -> dict:
+    """progress/ entries (hidden ones too) -> number of frames."""
+    return {p.name: len(list(p.iterdir())) for p in (out / "progress").iterdir()}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -707,24 +745,40 @@ def test_signal_mid_run_exits_130_without_partial_files_and_rerun_completes(sig,
     assert rc == 130, text
     assert "interrupted" in text and "Traceback" not in text
     assert_clean_outputs(out)
-    done = fused_stems(out)
-    assert 1 <= len(done) < len(SIGNAL_PAIRS), "the signal did not land mid-run"
+    assert fused_stems(out) == {"p0"}
+    # issue 16: the interrupted pair's frames are gone; p0's progress folder is complete
+    assert progress_folders(out) == {"p0": SIGNAL_STEPS}
     before = tree_digest(inp)
     rc, text = run_cli(capsys, *cmd[2:])  # the same command, in this process
     assert rc == 0, text
-    assert summary(text) == (len(SIGNAL_PAIRS) - len(done), len(done), 0)
+    assert summary(text) == (len(SIGNAL_PAIRS) - 1, 1, 0)
     assert fused_stems(out) == set(SIGNAL_PAIRS)
+    assert progress_folders(out) == {stem: SIGNAL_STEPS for stem in SIGNAL_PAIRS}
     assert_clean_outputs(out)
     assert tree_digest(inp) == before
+
+
+def test_interrupted_record_run_then_rerun_without_record_leaves_no_stray_frames(tmp_path, capsys):
+    """Issue 16: a pair's progress folder is complete or absent, also when the rerun does not
+    record: the interrupted pair's frames never mix with the new result."""
+    rc, text, inp, out, cmd = start_and_stop(tmp_path, signal.SIGINT)
+    assert rc == 130, text
+    rc, text = run_cli(capsys, *[a for a in cmd[2:] if a != "--record"])
+    assert rc == 0, text
+    assert summary(text) == (len(SIGNAL_PAIRS) - 1, 1, 0)
+    assert fused_stems(out) == set(SIGNAL_PAIRS)
+    assert progress_folders(out) == {"p0": SIGNAL_STEPS}
+    assert_clean_outputs(out)
 
 
 def test_sigkill_then_rerun_removes_stale_temporaries_and_completes(tmp_path):
     rc, text, inp, out, cmd = start_and_stop(tmp_path, signal.SIGKILL)
     assert rc == -signal.SIGKILL
+    # the killed pair's unfinished progress folder is left behind, with its frames
+    assert [p.name for p in (out / "progress").iterdir() if p.name.startswith(".p1.")]
     # A kill during a write leaves its temporary; plant some as such a kill would.
     (out / "recon" / ".p4.k9x2_a1.tmp").write_bytes(b"\x89PNG partial")
-    (out / "progress" / "p4").mkdir(parents=True, exist_ok=True)
-    (out / "progress" / "p4" / ".x_0003.q81z.tmp").write_bytes(b"\x89PNG")
+    (out / "progress" / "p0" / ".x_0003.q81z.tmp").write_bytes(b"\x89PNG")
     (out / "trace").mkdir(exist_ok=True)
     (out / "trace" / ".p4.npz.tmp").write_bytes(b"PK")
     unrelated = out / "notes" / ".keep.tmp"  # not ours: never touched
@@ -735,6 +789,255 @@ def test_sigkill_then_rerun_removes_stale_temporaries_and_completes(tmp_path):
     assert proc.returncode == 0, text
     assert "Traceback" not in text
     assert fused_stems(out) == set(SIGNAL_PAIRS)
+    assert progress_folders(out) == {stem: SIGNAL_STEPS for stem in SIGNAL_PAIRS}
     assert unrelated.read_text() == "user file"
     unrelated.unlink()
     assert_clean_outputs(out)
+
+
+# ------------------------------------------------------------------ issue 16: round two
+
+def assert_one_error_line(text: str, *words: str) -> str:
+    lines = error_lines(text)
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "Traceback" not in text
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("which", ["model", "diffusion"])
+def test_binary_yaml_is_one_line_exit_2(which, tmp_path, capsys, no_model):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "a.png")
+    bad = tmp_path / f"{which}.yaml"
+    bad.write_bytes(b"image_size: 64\n\xff\xfe\x00\x89PNG\x00\xc3(")
+    flag = "--model_config" if which == "model" else "--diffusion_config"
+    argv = [*FAST, flag, bad, "--input", inp, "--save_dir", out]
+    rc, text = run_cli(capsys, *argv)
+    assert rc == 2
+    assert_one_error_line(text, str(bad), "UTF-8")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("overwrite", [True, False], ids=["overwrite", "resume"])
+def test_output_path_that_is_a_folder_fails_only_that_pair(overwrite, tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for stem in ("a", "b", "c"):
+        add_pair(inp, f"{stem}.png")
+    blocker = out / "recon" / "b.png"
+    blocker.mkdir(parents=True)
+    (blocker / "keep.txt").write_text("mine")
+    before = tree_digest(inp)
+    rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out, "--record",
+                       *(["--overwrite"] if overwrite else []))
+    assert rc == 1, text
+    assert "Traceback" not in text
+    line = assert_named_once(failed_lines(text), blocker, "folder", "move it away")
+    assert str(inp / "ir" / "b.png") in line
+    assert summary(text) == (2, 0, 1)
+    assert fused_stems(out) == {"a", "c"}
+    assert (blocker / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "progress").iterdir()) == ["a", "c"]
+    assert temporaries(out) == []
+    assert tree_digest(inp) == before
+
+
+@pytest.mark.parametrize("seed", [str(10 ** 23), str(2 ** 64), str(-(2 ** 63) - 1)])
+def test_seed_out_of_range_is_refused_before_anything_is_created(seed, tmp_path, capsys, no_model):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "a.png")
+    rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out, "--seed", seed)
+    assert rc == 2
+    assert_one_error_line(text, "--seed", seed, str(2 ** 64 - 1))
+    assert not out.exists()
+
+
+def test_seed_range_ends_are_accepted(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "a.png")
+    for seed in (2 ** 64 - 1, -(2 ** 63)):
+        rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out, "--seed", seed,
+                           "--overwrite")
+        assert rc == 0, text
+    assert fused_stems(out) == {"a"}
+
+
+def link_digest(root: Path) -> dict:
+    """tree_digest that also records symbolic links (by target), dangling or looping ones too."""
+    digest = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            digest[str(path.relative_to(root))] = ("link", os.readlink(path))
+        elif path.is_file():
+            digest[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
+
+
+def test_dangling_and_looping_links_are_failed_pairs(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for stem in ("a", "c"):
+        add_pair(inp, f"{stem}.png")
+    _, vis = add_pair(inp, "dangling.png")
+    (inp / "ir" / "dangling.png").unlink()
+    (inp / "ir" / "dangling.png").symlink_to(tmp_path / "gone.png")
+    _, vis = add_pair(inp, "loop.png")
+    (inp / "vi" / "loop.png").unlink()
+    (inp / "vi" / "loop.png").symlink_to(inp / "vi" / "loop.png")
+    (inp / "ir" / "lone.png").symlink_to("nowhere.png")  # a link without a partner
+    before = link_digest(inp)
+    rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out)
+    assert rc == 1, text
+    lines = failed_lines(text)
+    assert_named_once(lines, inp / "ir" / "dangling.png", "broken symbolic link", "gone.png")
+    assert_named_once(lines, inp / "vi" / "loop.png", "loops")
+    assert_named_once(lines, inp / "ir" / "lone.png", "broken symbolic link")
+    assert len(lines) == 3, lines
+    assert summary(text) == (2, 0, 3)
+    assert fused_stems(out) == {"a", "c"}
+    assert_clean_outputs(out)
+    assert link_digest(inp) == before
+
+
+def nan_checkpoint(tmp_path: Path, value: float) -> Path:
+    state = torch.load(GOLDEN / "unet_tiny.pt", map_location="cpu", weights_only=True)
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 4)
+    state[key].view(-1)[3] = value
+    path = tmp_path / f"weights_{value}.pt"
+    torch.save(state, path)
+    return path
+
+
+NAN_CASES = {
+    # name: (diffusion config changes, flags, words the line must hold)
+    "yaml_eta_nan": ({"eta": ".nan"}, [], ["'eta'", "finite"]),
+    "yaml_eta_inf": ({"eta": ".inf"}, [], ["'eta'", "finite"]),
+    "cli_eta_nan": ({}, ["--eta", "nan"], ["--eta", "finite"]),
+    "cli_eta_inf": ({}, ["--eta", "inf"], ["--eta", "finite"]),
+    "yaml_eta_too_big": ({"eta": 3.0}, [], ["'eta'", "square root", "eta <= 1"]),
+    "cli_eta_too_big": ({}, ["--eta", "3"], ["--eta", "square root", "eta <= 1"]),
+    "yaml_huge_steps": ({"steps": 100000000}, [], ["'steps'", "100000", "NaN"]),
+    "cli_lamb_inf": ({}, ["--lamb", "inf"], ["--lamb", "finite"]),
+    "cli_rho_inf": ({}, ["--rho", "inf"], ["--rho", "finite"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NAN_CASES))
+def test_settings_that_can_only_give_nan_are_refused_at_start(case, tmp_path, capsys, no_model):
+    changes, flags, words = NAN_CASES[case]
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "a.png")
+    diffusion_cfg = write_config(TINY_DIFFUSION, tmp_path / "diffusion.yaml", **changes)
+    rc, text = run_cli(capsys, *FAST, "--diffusion_config", diffusion_cfg, "--input", inp,
+                       "--save_dir", out, *flags)
+    assert rc == 2, text
+    line = assert_one_error_line(text, *words)
+    assert "--seed" not in line  # not the per-pair advice that cannot help
+    assert not out.exists()
+
+
+def test_eta_up_to_the_ddim_limit_runs_and_above_it_would_be_nan(tmp_path, capsys):
+    """The eta limit is the one the sampler needs: at the limit every pixel is finite; just
+    above it the DDIM update has a negative square root (checked on the schedule)."""
+    from guided_diffusion.diffusion import space_timesteps
+    from util.config import max_ddim_eta
+    kept = space_timesteps(1000, 2)
+    limit = max_ddim_eta("linear", 1000, kept)
+    assert 1 < limit < 1.01
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "a.png")
+    rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out, "--eta", limit * 0.999)
+    assert rc == 0, text
+    rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out, "--eta", limit * 1.01,
+                       "--overwrite")
+    assert rc == 2 and "square root" in text
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_checkpoint_with_non_finite_weights_is_refused_by_the_audit(value, tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "a.png")
+    ckpt = nan_checkpoint(tmp_path, value)
+    model_cfg = write_config(TINY_MODEL, tmp_path / "model.yaml", model_path=ckpt)
+    rc, text = run_cli(capsys, *FAST, "--model_config", model_cfg, "--input", inp, "--save_dir", out)
+    assert rc == 2, text
+    assert_one_error_line(text, str(ckpt), "NaN or Inf weights", "download it again")
+    assert not list(out.rglob("*.png"))
+
+
+def test_ambiguous_partners_are_called_ambiguous(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "good.png")
+    ir, vis = add_pair(inp, "x.png")
+    vis.unlink()
+    for ext in ("jpg", "bmp"):
+        Image.fromarray(images_for("x")[1]).save(inp / "vi" / f"x.{ext}")
+    rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out)
+    assert rc == 1, text
+    lines = failed_lines(text)
+    assert len(lines) == 1, lines
+    assert_named_once(lines, ir, "ambiguous", "x.bmp", "x.jpg")
+    assert "no partner" not in text
+    assert summary(text) == (1, 0, 1) and fused_stems(out) == {"good"}
+
+
+def test_checkpoint_error_names_the_model_config_given(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "a.png")
+    ckpt = bad_checkpoint("other_size", tmp_path)
+    model_cfg = write_config(TINY_MODEL, tmp_path / "my_model.yaml", model_path=ckpt)
+    rc, text = run_cli(capsys, *FAST, "--model_config", model_cfg, "--input", inp, "--save_dir", out)
+    assert rc == 2
+    line = assert_one_error_line(text, str(ckpt), str(model_cfg))
+    assert "model_config_imagenet" not in line and "256x256_diffusion_uncond" not in line
+
+
+@pytest.mark.parametrize("kind", ["text_no_suffix", "yaml_wrong_keys", "image", "folder"])
+def test_preset_file_that_is_not_a_preset_is_not_called_missing(kind, tmp_path, capsys, no_model):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    ir, _ = add_pair(inp, "a.png")
+    preset = {"text_no_suffix": tmp_path / "notes", "yaml_wrong_keys": tmp_path / "p.yaml",
+              "image": ir, "folder": tmp_path / "in"}[kind]
+    if kind == "text_no_suffix":
+        preset.write_text("just some notes\n")
+    if kind == "yaml_wrong_keys":
+        preset.write_text("sampler: ddim\n")
+    before = tree_digest(inp)
+    rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out, "--preset", preset)
+    assert rc == 2
+    line = assert_one_error_line(text, str(preset))
+    assert "not found" not in line
+    assert ("is a folder" if kind == "folder" else "not a preset file") in line
+    assert not out.exists() and tree_digest(inp) == before
+    rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out, "--preset", tmp_path / "none.yaml")
+    assert rc == 2 and "not found" in assert_one_error_line(text)
+
+
+def test_recon_being_a_file_is_named_as_such(tmp_path, capsys, no_model):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "a.png")
+    out.mkdir()
+    (out / "recon").write_text("a user's file\n")
+    rc, text = run_cli(capsys, *FAST, "--input", inp, "--save_dir", out)
+    assert rc == 2
+    line = assert_one_error_line(text, str(out / "recon"), "is a file, not a folder")
+    assert "File exists" not in line
+    assert (out / "recon").read_text() == "a user's file\n"
+    assert [p.name for p in out.iterdir()] == ["recon"]
+
+
+def test_checkpoint_in_another_pickle_protocol_prints_one_line(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    add_pair(inp, "a.png")
+    state = torch.load(GOLDEN / "unet_tiny.pt", map_location="cpu", weights_only=True)
+    ckpt = tmp_path / "legacy.pt"
+    torch.save(state, ckpt, pickle_protocol=4, _use_new_zipfile_serialization=False)
+    model_cfg = write_config(TINY_MODEL, tmp_path / "model.yaml", model_path=ckpt)
+    cmd = cli_command(inp, out, "--steps", "2")
+    cmd[cmd.index("--model_config") + 1] = str(model_cfg)
+    proc = run_process(cmd)  # a real process: the warning would go to its stderr
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: checkpoint {ckpt}") and "pickle protocol 4" in proc.stderr
+    assert "Warning" not in proc.stderr
+    assert not list(out.rglob("*.png"))

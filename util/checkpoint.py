@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -127,8 +128,27 @@ def read_state_dict(path: str | os.PathLike, expected: str = DEFAULT_EXPECTED) -
         raise CheckpointError(f"checkpoint {path} {what}; {expected}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes), download it again; {expected}")
+    # torch warns (several lines, before any error) about files in the legacy format saved with
+    # another pickle protocol; the user gets one line, which says so.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # classified below, outside the warnings filter
+            failure = error
+        else:
+            failure = None
+    protocol = next((re.search(r"pickle protocol (\d+)", str(w.message)) for w in caught
+                     if "pickle protocol" in str(w.message)), None)
+    if failure is not None and protocol is not None:
+        raise CheckpointError(
+            f"checkpoint {path} was saved in torch's legacy format with pickle protocol "
+            f"{protocol.group(1)}, which weights_only loading cannot read; load it once with the "
+            f"torch that wrote it and re-save it with torch.save(state_dict, path); {expected}"
+        ) from failure
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if failure is not None:
+            raise failure
     except pickle.UnpicklingError as error:
         if "weights only" not in str(error).lower():
             raise _unreadable(path, error, expected) from error
@@ -190,6 +210,16 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {path} does not fit the model{_diagnosis(problems)}: "
             f"{len(problems)} mismatch{'es' if len(problems) > 1 else ''}: {shown}{more}; {expected}"
+        )
+    not_finite = [key for key, value in state_dict.items()
+                  if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if not_finite:
+        shown = ", ".join(not_finite[:SHOWN_MISMATCHES])
+        more = f" and {len(not_finite) - SHOWN_MISMATCHES} more" if len(not_finite) > SHOWN_MISMATCHES else ""
+        raise CheckpointError(
+            f"checkpoint {path} holds NaN or Inf weights in {len(not_finite)} tensor"
+            f"{'s' if len(not_finite) > 1 else ''} ({shown}{more}): every sample would be NaN; the "
+            f"file is corrupt, download it again; {expected}"
         )
     if assign:
         model_tensors = model.state_dict()

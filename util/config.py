@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -24,6 +25,11 @@ def load_yaml(path: Union[str, Path]) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start} is not UTF-8); give a YAML file saved as UTF-8 text") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file; give the YAML file's path") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
     try:
@@ -81,6 +87,22 @@ def _build(cls, data: dict, where: str):
 def _one_of(value, choices, where, key):
     if value not in choices:
         raise ConfigError(f"{where}: key '{key}' is {value!r}; use one of {', '.join(map(str, choices))}")
+
+
+# Base diffusion steps: the release uses 1000; far more make 1 - alpha_bar of the first steps
+# round to 0 in float32 (from about 1e6 with the cosine schedule, 1e7 linear): NaN samples.
+MAX_STEPS = 100_000
+
+
+def max_ddim_eta(noise_schedule: str, steps: int, kept) -> float:
+    """The largest DDIM eta for which ``1 - abar_prev - sigma**2`` stays >= 0 at every respaced
+    step (eta <= 1 always does; above, it depends on the schedule)."""
+    import numpy as np
+    from guided_diffusion.diffusion import named_beta_schedule
+    abar = np.cumprod(1.0 - named_beta_schedule(noise_schedule, steps))[sorted(kept)]
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    ratio = (1 - abar[1:] / abar_prev[1:]) / (1 - abar[1:])  # the step with abar_prev = 1 has sigma 0
+    return float(1 / np.sqrt(ratio.max())) if ratio.size and ratio.max() > 0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -163,10 +185,13 @@ class DiffusionConfig:
         _one_of(self.noise_schedule, SCHEDULES, where, "noise_schedule")
         _one_of(self.model_mean_type, MEAN_TYPES, where, "model_mean_type")
         _one_of(self.model_var_type, VAR_TYPES, where, "model_var_type")
-        if self.steps < 2:
-            raise ConfigError(f"{where}: key 'steps' must be at least 2, got {self.steps}")
-        if self.eta < 0:
-            raise ConfigError(f"{where}: key 'eta' must be >= 0, got {self.eta}")
+        if not 2 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"{where}: key 'steps' must be 2 to {MAX_STEPS}, got {self.steps} (released: "
+                              "1000; with more, the first noise levels round to 1 in float32 and every "
+                              "sample is NaN)")
+        eta_name = names["eta"] if names and "eta" in names else "key 'eta'"
+        if not (math.isfinite(self.eta) and self.eta >= 0):
+            raise ConfigError(f"{where}: {eta_name} must be >= 0 and finite, got {self.eta}")
         respacing = self.timestep_respacing
         name = (f"{names['timestep_respacing']} {respacing}" if names and "timestep_respacing" in names
                 else f"key 'timestep_respacing' = {respacing!r}")
@@ -179,6 +204,12 @@ class DiffusionConfig:
             # the respaced process needs two steps: its clipped posterior log-variance takes
             # the second step's value for the first, as guided-diffusion defines it
             raise ConfigError(f"{where}: {name} keeps {len(kept)} step(s), at least 2 are needed; {fix}")
+        if self.sampler == "ddim" and self.eta > 1:
+            limit = max_ddim_eta(self.noise_schedule, self.steps, kept)
+            if self.eta > limit:
+                raise ConfigError(f"{where}: {eta_name} = {self.eta} makes the DDIM update take the square "
+                                  f"root of a negative number (every sample NaN) with this schedule; "
+                                  f"use eta <= {math.floor(limit * 1000) / 1000:g}")
 
     def with_overrides(self, where: str = "command line", names: Optional[dict] = None,
                        **changes) -> "DiffusionConfig":
@@ -188,7 +219,7 @@ class DiffusionConfig:
         if not changes:
             return self
         obj = dataclasses.replace(self, **changes)
-        obj.validate(where, names)
+        obj.validate(where, {k: v for k, v in (names or {}).items() if k in changes})
         return obj
 
 

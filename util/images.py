@@ -4,6 +4,7 @@ Everything that touches image files lives here; the sampler and the EM step only
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -162,12 +163,41 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def link_problem(path: Path):
+    """Why ``path`` is a symbolic link that cannot be read (dangling or looping), else None."""
+    if not path.is_symlink() or os.path.exists(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link that loops back on itself; point it at an image or remove it"
+    return (f"broken symbolic link (its target {os.readlink(path)} does not exist); point it at "
+            "an image or remove it")
+
+
+def link_problem_line(path: Path):
+    reason = link_problem(path)
+    return f"{path}: {reason}" if reason else None
+
+
+def _listed(path: Path) -> bool:
+    """An image file of a modality folder, or a link with an image name that cannot be read
+    (listed so that it is reported as a failed pair, not skipped)."""
+    if is_image_file(path):
+        return True
+    return (path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+            and link_problem(path) is not None)
+
+
 def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[list[Pair], list[str]]:
     """Pairs under ``input_dir/<A>`` and ``input_dir/<B>``, sorted by file name.
 
     Each image in A is paired with the file of the same name in B (the release's rule); when B
     has none, with the single file in B of the same stem (``01.png`` with ``01.jpg``). Returns the
-    pairs and one line per problem (a file without a partner, on either side). Raises
+    pairs and one line per problem (a file without a partner, on either side; a file whose stem
+    matches several partners; a dangling or looping symbolic link, which is listed like a file
+    so that it is reported rather than skipped). Raises
     :class:`ImageError` when the folders themselves are missing or empty.
     """
     root = Path(input_dir)
@@ -184,8 +214,8 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
                              f"{root}/{name_a}/ and {root}/{name_b}/, or name the two folders "
                              "with --modalities A,B")
         dirs.append(folder)
-    files_a = sorted((p for p in dirs[0].iterdir() if is_image_file(p)), key=lambda p: p.name)
-    files_b = sorted((p for p in dirs[1].iterdir() if is_image_file(p)), key=lambda p: p.name)
+    files_a = sorted((p for p in dirs[0].iterdir() if _listed(p)), key=lambda p: p.name)
+    files_b = sorted((p for p in dirs[1].iterdir() if _listed(p)), key=lambda p: p.name)
     if not files_a and not files_b:
         raise ImageError(f"{root}: no images in {name_a}/ or {name_b}/; put the pairs there "
                          f"(same file name on both sides)")
@@ -196,16 +226,30 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
     pairs, problems, used = [], [], set()
     for a in files_a:
         b = by_name.get(a.name)
-        if b is None and len(by_stem.get(a.stem, [])) == 1:
-            b = by_stem[a.stem][0]
+        same_stem = by_stem.get(a.stem, [])
+        if b is None and len(same_stem) == 1:
+            b = same_stem[0]
+        if b is None and len(same_stem) > 1:
+            used.update(same_stem)
+            names = " and ".join(p.name for p in same_stem)
+            problems.append(f"{a}: ambiguous partner, {names} in {dirs[1]} "
+                            f"{'both' if len(same_stem) == 2 else 'all'} match; keep one of "
+                            "them or rename the others")
+            continue
         if b is None:
-            problems.append(f"{a}: no partner named {a.name} in {dirs[1]}; add it or remove this file")
+            problems.append(link_problem_line(a) or
+                            f"{a}: no partner named {a.name} in {dirs[1]}; add it or remove this file")
             continue
         used.add(b)
+        broken = [f"{p}: {link_problem(p)}" for p in (a, b) if link_problem(p)]
+        if broken:
+            problems.append(broken[0])
+            continue
         pairs.append(Pair(a.stem, a, b))
     for b in files_b:
         if b not in used:
-            problems.append(f"{b}: no partner named {b.name} in {dirs[0]}; add it or remove this file")
+            problems.append(link_problem_line(b) or
+                            f"{b}: no partner named {b.name} in {dirs[0]}; add it or remove this file")
     stems = {}
     for pair in pairs:
         stems.setdefault(pair.stem, []).append(pair)

@@ -3,6 +3,7 @@ them. Keys: name, task (ivf | mif), folder (under a data root), modalities (infr
 first), color (write colour output), paper_pairs (test-set size the paper states, or null)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -34,21 +35,35 @@ def available() -> list[str]:
 
 
 def load_preset(name_or_path) -> Preset:
+    """A preset by name (``configs/presets/<name>.yaml``) or by path. A file that exists but
+    is not a preset is named as such; "not found" only when neither exists."""
+    text = str(name_or_path)
     path = Path(name_or_path)
-    if not path.suffix:
-        path = PRESET_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        raise PresetError(f"preset {name_or_path!r} not found; use one of {', '.join(available())} "
-                          "or a YAML path")
+    named = PRESET_DIR / f"{text}.yaml"
+    is_name = not path.suffix and "/" not in text and os.sep not in text
+    if is_name and named.is_file():
+        path = named
+    elif not path.exists():
+        if is_name:
+            raise PresetError(f"preset {text!r} not found; use one of {', '.join(available())} "
+                              "or a YAML path")
+        raise PresetError(f"preset file {path} not found; give an existing preset YAML or one of "
+                          f"{', '.join(available())}")
+    if path.is_dir():
+        raise PresetError(f"--preset {path} is a folder, not a preset file; give a preset YAML "
+                          f"(keys {', '.join(KEYS)}) or one of {', '.join(available())}")
+    not_preset = f"{path}: not a preset file"
     try:
         data = load_yaml(path)
     except ConfigError as exc:
-        raise PresetError(str(exc)) from None
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise PresetError(f"{not_preset} ({reason}); give a preset YAML (keys {', '.join(KEYS)}) "
+                          f"or one of {', '.join(available())}") from None
     unknown = sorted(set(data) - set(KEYS))
     missing = [k for k in KEYS if k not in data]
     if unknown or missing:
         what = f"unknown key '{unknown[0]}'" if unknown else f"missing key '{missing[0]}'"
-        raise PresetError(f"{path}: {what}; preset keys are {', '.join(KEYS)}")
+        raise PresetError(f"{not_preset} ({what}); preset keys are {', '.join(KEYS)}")
     mods = data["modalities"]
     if not (isinstance(mods, list) and len(mods) == 2 and all(isinstance(m, str) and m for m in mods)):
         raise PresetError(f"{path}: key 'modalities' must be a list of two folder names")
