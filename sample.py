@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddfm import PRECISIONS, PRIORS, SIZES, FuseOptions, Fuser, check_pair, load_source
-from guided_diffusion.fusion import EM_ROLES, FusionError, to_gray_uint8
-from util.color import rgb_to_ycbcr_over_255
+from ddfm import EM_ROLES, PRECISIONS, PRIORS, SIZES, FuseOptions, Fuser, check_pair, load_source
+from ddfm.fusion import FusionError, to_gray_uint8
+from ddfm.color import rgb_to_ycbcr_over_255
 from util.config import ConfigError
 from util.fileio import atomic_path
 from util.images import ImageError, find_pairs, peek_size, write_png_atomic

@@ -287,7 +287,7 @@ class PathSwitch:
     """Puts one model and Fuser into a path's configuration and back (fp32, legacy).
 
     Uses the Fuser's attributes ``model``, ``precision`` and ``channels_last`` as its
-    ``model_fn`` reads them, and ``ddfm._set_tf32``."""
+    ``model_fn`` reads them, and ``ddfm.set_tf32``."""
 
     def __init__(self, fuser):
         self.fuser = fuser
@@ -296,13 +296,13 @@ class PathSwitch:
 
     @contextlib.contextmanager
     def use(self, name: str):
-        from ddfm import _set_tf32
+        from ddfm import set_tf32
 
         spec = PATHS[name]
         fuser, base = self.fuser, self.base
         base.set_attention(spec["attention"])
         fuser.precision = spec["precision"]
-        _set_tf32(spec["precision"] == "tf32")
+        set_tf32(spec["precision"] == "tf32")
         if spec.get("channels_last"):
             base.to(memory_format=torch.channels_last)
             fuser.channels_last = True
@@ -316,7 +316,7 @@ class PathSwitch:
             fuser.model = base
             fuser.precision = "fp32"
             fuser.channels_last = False
-            _set_tf32(False)
+            set_tf32(False)
             if spec.get("channels_last"):
                 base.to(memory_format=torch.contiguous_format)
             base.set_attention("legacy")

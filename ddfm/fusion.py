@@ -9,15 +9,10 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from ddfm.color import luma_bt601, rgb_to_ycbcr_over_255, ycbcr_over_255_to_rgb
+from ddfm.em import em_init, em_step
+from ddfm.options import EM_ROLES
 from guided_diffusion.diffusion import SamplerOptions, Schedule, sample, seeded_noise
-from guided_diffusion.em import em_init, em_step
-from util.color import luma_bt601, rgb_to_ycbcr_over_255, ycbcr_over_255_to_rgb
-
-# Which source plays which role in the EM model (y = I - V, x = f - V, f = I - x):
-#   "release": I = the visible image (vi/), V = the infrared image (ir/), as the released code
-#              passes them (its sample.py reads vi/ into `inf_img` and ir/ into `vis_img`);
-#   "paper":   I = infrared, V = visible, the assignment the paper's Eq. 13 describes.
-EM_ROLES = ("release", "paper")
 
 
 class FusionError(RuntimeError):

@@ -1,9 +1,4 @@
-"""DDFM from Python: build a fuser once (the model loaded once), call it on many pairs.
-
-    from ddfm import Fuser
-    fuser = Fuser("configs/model_config_imagenet.yaml", "configs/diffusion_config.yaml")
-    fused = fuser("input/ir/FLIR_03952.jpg", "input/vi/FLIR_03952.jpg")   # (H, W) uint8
-    rgb = fuser(ir_array, vis_pil_image, color=True, seed=1)               # (H, W, 3) uint8
+"""The Fuser: DDFM's model and schedule built once, then any number of same-size batches fused.
 
 ``sample.py`` runs exactly this code for every batch of pairs; nothing here touches the
 output folders.
@@ -12,103 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-
-# Fewer fragmentation failures near the memory limit (1024x768 bf16 then fits in 8 GiB of
-# allocations); read when CUDA first allocates, so setting it here is in time. Yours wins.
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from ddfm.color import colorize, luma_bt601
+from ddfm.fusion import FusionError, FusionOptions, em_only_fusion, fuse, normalise_to_uint8
+from ddfm.options import NOISE_DEVICES, PRECISIONS, PRIORS, FuseOptions
+from ddfm.sources import ImageLike, Source, check_pair, load_source
 from guided_diffusion.diffusion import SamplerOptions, make_schedule
-from guided_diffusion.fusion import (EM_ROLES, FusionError, FusionOptions,
-                                     em_only_fusion, fuse, normalise_to_uint8)
-from util.color import luma_bt601, rgb_from_ycbcr_full, ycbcr_full_from_rgb
 from util.config import DiffusionConfig, ModelConfig, load_diffusion_config, load_model_config
-from util.images import ImageError, read_rgb, rgb_to_gray_float
-
-PRIORS = ("diffusion", "none")
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-SIZES = ("crop", "pad")
-NOISE_DEVICES = ("run", "cpu")
-ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
-
-
-@dataclass(frozen=True)
-class FuseOptions:
-    """Per-call settings that change the output (all defaults reproduce the release)."""
-    seed: int = 3407             # reset for every pair, as released
-    lamb: float = 0.5
-    rho: float = 0.001
-    em_roles: str = "release"    # see guided_diffusion.fusion.EM_ROLES
-    size: str = "crop"           # crop: top-left to multiples (released); pad: reflect-pad, crop back
-    crop_multiple: int = 32
-    color: bool = False          # also return Y-fused / CbCr-from-the-colour-source RGB
-
-    def validate(self) -> "FuseOptions":
-        if not self.lamb > 0:
-            raise ValueError(f"lamb must be > 0, got {self.lamb}")
-        if not self.rho >= 0:
-            raise ValueError(f"rho must be >= 0, got {self.rho}")
-        if self.em_roles not in EM_ROLES:
-            raise ValueError(f"em_roles must be one of {', '.join(EM_ROLES)}, got {self.em_roles!r}")
-        if self.size not in SIZES:
-            raise ValueError(f"size must be one of {', '.join(SIZES)}, got {self.size!r}")
-        if self.crop_multiple < 1:
-            raise ValueError(f"crop_multiple must be >= 1, got {self.crop_multiple}")
-        return self
-
-
-@dataclass
-class Source:
-    """One decoded source image: RGB as decoded and its grey (0..255 float32, the release's)."""
-    rgb: np.ndarray
-    gray: np.ndarray
-    name: str
-
-    @property
-    def has_chroma(self) -> bool:
-        return not (np.array_equal(self.rgb[..., 0], self.rgb[..., 1])
-                    and np.array_equal(self.rgb[..., 1], self.rgb[..., 2]))
-
-
-def load_source(image: ImageLike, name: str = "image") -> Source:
-    """Paths, PIL images, (H, W) grey arrays (0..255) and (H, W, 3) RGB uint8 arrays."""
-    if isinstance(image, (str, os.PathLike)):
-        rgb = read_rgb(image)
-        return Source(rgb, rgb_to_gray_float(rgb), str(image))
-    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL image
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        return Source(rgb, rgb_to_gray_float(rgb), name)
-    array = np.asarray(image)
-    if array.ndim == 2:
-        gray = array.astype(np.float32)
-        if gray.size and (gray.min() < 0 or gray.max() > 255):
-            raise ImageError(f"{name}: grey values must lie in 0..255, got {gray.min()}..{gray.max()}")
-        rgb8 = np.repeat(np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-        return Source(rgb8, np.round(gray).astype(np.float32), name)
-    if array.ndim == 3 and array.shape[2] in (3, 4) and array.dtype == np.uint8:
-        rgb = np.ascontiguousarray(array[..., :3])
-        return Source(rgb, rgb_to_gray_float(rgb), name)
-    raise ImageError(f"{name}: expected (H, W) grey or (H, W, 3) uint8 RGB, got shape "
-                     f"{array.shape} dtype {array.dtype}")
-
-
-def check_pair(ir: Source, vis: Source, crop_multiple: int = 32) -> None:
-    """Raise :class:`ImageError` naming the file when a pair cannot be fused: sizes that differ,
-    or a side shorter than ``crop_multiple``."""
-    (h, w), (hb, wb) = ir.gray.shape, vis.gray.shape
-    if (h, w) != (hb, wb):
-        raise ImageError(f"{ir.name}: size {w}x{h} differs from its partner {vis.name} ({wb}x{hb}); "
-                         "resize one to match")
-    if min(h, w) < crop_multiple:
-        raise ImageError(f"{ir.name}: {w}x{h} is smaller than {crop_multiple} px on a side; "
-                         f"use images of at least {crop_multiple}x{crop_multiple}")
 
 
 def pick_device(device=None, gpu: int = 0) -> torch.device:
@@ -167,7 +79,7 @@ class Fuser:
                                  else load_model_config(model_config))
             self.size_multiple = self.model_config.size_multiple
             self.model = self._load_model(attention, compile, download_checkpoint, allow_random_weights)
-        _set_tf32(precision == "tf32")
+        set_tf32(precision == "tf32")
 
     # -- model -------------------------------------------------------------------------------
     def _load_model(self, attention, compile, download_checkpoint, allow_random_weights):
@@ -300,30 +212,7 @@ class Fuser:
         return result["color"] if opts.color else result["gray"]
 
 
-def colour_source(ir: Source, vis: Source) -> Optional[Source]:
-    """Where chroma comes from: the visible-role image if it has colour (infrared-visible),
-    else the infrared-role image if it has (PET/SPECT pseudo-colour), else none (grey)."""
-    for candidate in (vis, ir):
-        if candidate.has_chroma:
-            return candidate
-    return None
-
-
-def colorize(gray: np.ndarray, ir: Source, vis: Source, height: int, width: int) -> np.ndarray:
-    """Fused luminance with the colour source's chroma: Y = the fused grey, Cb/Cr = those of
-    the colour source (full-range BT.601, the field's convention), back to 8-bit RGB. With no
-    colour source the grey result is returned as RGB (grey stays grey)."""
-    source = colour_source(ir, vis)
-    if source is None:
-        return np.repeat(gray[..., None], 3, axis=2)
-    src = torch.from_numpy(source.rgb[:height, :width].astype(np.float32)).permute(2, 0, 1)[None]
-    ycbcr = ycbcr_full_from_rgb(src)
-    ycbcr[:, 0] = torch.from_numpy(gray.astype(np.float32))
-    rgb = rgb_from_ycbcr_full(ycbcr)[0].permute(1, 2, 0)
-    return torch.round(rgb).clamp(0, 255).to(torch.uint8).numpy()
-
-
-def _set_tf32(enabled: bool) -> None:
+def set_tf32(enabled: bool) -> None:
     """fp32 is faithful only with TF32 off (cuDNN allows it by default); tf32 turns it on."""
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
