@@ -18,8 +18,8 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 from ddfm.fuser import Fuser, pick_device, set_tf32  # noqa: E402
 from ddfm.fusion import FusionError  # noqa: E402
-from ddfm.options import EM_ROLES, NOISE_DEVICES, PRECISIONS, PRIORS, SIZES, FuseOptions  # noqa: E402
+from ddfm.options import EM_ROLES, NOISE_DEVICES, PRECISIONS, PRIORS, SIZES, FuseOptions, FuserOptions  # noqa: E402
 from ddfm.sources import ImageLike, Source, check_pair, load_source  # noqa: E402
 
-__all__ = ["Fuser", "FuseOptions", "FusionError", "Source", "ImageLike", "load_source", "check_pair",
+__all__ = ["Fuser", "FuseOptions", "FuserOptions", "FusionError", "Source", "ImageLike", "load_source", "check_pair",
            "pick_device", "set_tf32", "EM_ROLES", "NOISE_DEVICES", "PRECISIONS", "PRIORS", "SIZES"]

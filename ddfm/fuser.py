@@ -16,11 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from ddfm.color import colorize, luma_bt601
-from ddfm.fusion import FusionError, FusionOptions, em_only_fusion, fuse, normalise_to_uint8
-from ddfm.options import NOISE_DEVICES, PRECISIONS, PRIORS, FuseOptions
+from ddfm.fusion import FusionError, em_only_fusion, fuse, normalise_to_uint8
+from ddfm.options import FuseOptions, FuserOptions
 from ddfm.sources import ImageLike, Source, check_pair, load_source
-from guided_diffusion.diffusion import SamplerOptions, make_schedule
+from guided_diffusion.diffusion import make_schedule
 from util.config import DiffusionConfig, ModelConfig, load_diffusion_config, load_model_config
+
+
+LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(device=None, gpu: int = 0) -> torch.device:
@@ -33,81 +36,98 @@ def pick_device(device=None, gpu: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+PathOrConfig = Union[str, os.PathLike]
+
+
+def load_unet(model_config: ModelConfig, options: FuserOptions, device: torch.device) -> torch.nn.Module:
+    """The UNet of ``model_config`` on ``device``, in inference mode, with the options'
+    attention kernel, precision, memory format and compilation; the checkpoint is fetched when
+    missing (asked, or without asking with ``download_checkpoint``)."""
+    from guided_diffusion.unet import create_model
+    from util.download import ensure_checkpoint
+
+    path = model_config.model_path
+    if path is None and not options.allow_random_weights:
+        raise ValueError("model_path is empty in the model config; set it to "
+                         "256x256_diffusion_uncond.pt (allow_random_weights=True for timing runs)")
+    if path is not None:
+        path = str(ensure_checkpoint(Path(path), assume_yes=options.download_checkpoint))
+    model = create_model(**model_config.unet_kwargs(), model_path=path, attention=options.attention)
+    # inference only: no autograd state, and autocast keeps no grad-tracking weight casts
+    model = model.to(device).eval().requires_grad_(False)
+    low = LOW_PRECISION.get(options.precision)
+    if low is not None:
+        # weights stored in the low precision (half the memory) and norms computed in it;
+        # autocast still runs the remaining ops as it would
+        model = model.to(low).set_low_precision_norms(True)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if options.compile:
+        model = torch.compile(model, dynamic=True)
+    return model
+
+
+def split_overrides(overrides: dict) -> tuple[dict, dict]:
+    """Keyword overrides of :class:`Fuser` -> (FuserOptions fields, DiffusionConfig keys);
+    ``steps`` is the API's name of ``timestep_respacing``."""
+    builder = {f.name for f in fields(FuserOptions)}
+    diffusion = {f.name for f in fields(DiffusionConfig)} - {"steps"}
+    changes = dict(overrides)
+    if "steps" in changes:
+        changes["timestep_respacing"] = changes.pop("steps")
+    unknown = sorted(set(changes) - builder - diffusion)
+    if unknown:
+        raise TypeError(f"Fuser() got an unexpected keyword argument {unknown[0]!r}")
+    return ({k: v for k, v in changes.items() if k in builder},
+            {k: v for k, v in changes.items() if k in diffusion})
+
+
 class Fuser:
     """The DDFM pipeline with its model and schedule built once.
 
+    ``Fuser(model_config, diffusion_config, options, device=..., **overrides)``: the configs as
+    paths or loaded objects; ``options`` a :class:`FuserOptions` (default: its defaults);
+    ``overrides`` any of its fields (``prior=``, ``precision=``, ...) and any diffusion config key
+    (``eta=``, ``sampler=``, ``steps=`` for ``timestep_respacing``; None keeps the config's).
+
     ``prior="none"`` builds no UNet and needs no checkpoint: the EM fusion model is iterated on
-    its own (``em_iterations``, default: as many as the sampler has steps).
+    its own (``em_iterations``, default: as many as the sampler has steps). TF32 is a process-wide
+    switch: the entry points set it; from Python call :func:`set_tf32` (off for faithful fp32 on
+    CUDA, whose cuDNN allows TF32 by default).
     """
 
-    def __init__(self, model_config: Union[str, os.PathLike, ModelConfig] = "configs/model_config_imagenet.yaml",
-                 diffusion_config: Union[str, os.PathLike, DiffusionConfig] = "configs/diffusion_config.yaml",
-                 *, device=None, gpu: int = 0, prior: str = "diffusion", attention: str = "auto",
-                 precision: str = "fp32", compile: bool = False, channels_last: bool = False,
-                 steps=None, eta: Optional[float] = None, sampler: Optional[str] = None,
-                 em_iterations: Optional[int] = None, download_checkpoint: bool = False,
-                 allow_random_weights: bool = False, batched_unet: bool = False,
-                 noise_device: str = "run"):
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.device = pick_device(device, gpu)
-        self.prior = prior
-        self.precision = precision
-        self.channels_last = channels_last
-        self.batched_unet = batched_unet
-        if noise_device not in NOISE_DEVICES:
-            raise ValueError(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, got {noise_device!r}")
-        # "run": noise drawn on the run device, as released (CUDA and CPU generators differ);
-        # "cpu": drawn on the CPU and moved, so every device starts from the same numbers.
-        self.noise_device = None if noise_device == "run" else torch.device("cpu")
+    def __init__(self, model_config: Union[PathOrConfig, ModelConfig] = "configs/model_config_imagenet.yaml",
+                 diffusion_config: Union[PathOrConfig, DiffusionConfig] = "configs/diffusion_config.yaml",
+                 options: Optional[FuserOptions] = None, *, device=None, **overrides):
+        builder, diffusion = split_overrides(overrides)
+        self.options = replace(options or FuserOptions(), **builder).validate()
+        self.device = pick_device(device, self.options.gpu)
+        self.noise_device = None if self.options.noise_device == "run" else torch.device("cpu")
         diff_cfg = (diffusion_config if isinstance(diffusion_config, DiffusionConfig)
                     else load_diffusion_config(diffusion_config))
-        self.diffusion_config = diff_cfg.with_overrides(eta=eta, sampler=sampler, timestep_respacing=steps)
-        self.schedule = make_schedule(self.diffusion_config.noise_schedule, self.diffusion_config.steps,
-                                      self.diffusion_config.timestep_respacing, self.device)
+        self.diffusion_config = diff_cfg.with_overrides(**diffusion)
         d = self.diffusion_config
-        # the sampler's options are the diffusion config's keys of the same names
-        self.sampler_options = SamplerOptions(**{f.name: getattr(d, f.name) for f in fields(SamplerOptions)})
-        self.em_iterations = em_iterations if em_iterations is not None else self.schedule.num_steps
-        self.model = None
-        self.model_config = None
+        self.schedule = make_schedule(d.noise_schedule, d.steps, d.timestep_respacing, self.device)
+        self.em_iterations = (self.options.em_iterations if self.options.em_iterations is not None
+                              else self.schedule.num_steps)
+        self.model, self.model_config = None, None
         self.size_multiple = 1  # the UNet's input sides must be multiples of this
-        if prior == "diffusion":
+        if self.prior == "diffusion":
             self.model_config = (model_config if isinstance(model_config, ModelConfig)
                                  else load_model_config(model_config))
             self.size_multiple = self.model_config.size_multiple
-            self.model = self._load_model(attention, compile, download_checkpoint, allow_random_weights)
-        set_tf32(precision == "tf32")
+            self.model = load_unet(self.model_config, self.options, self.device)
 
-    # -- model -------------------------------------------------------------------------------
-    def _load_model(self, attention, compile, download_checkpoint, allow_random_weights):
-        from guided_diffusion.unet import create_model
-        from util.download import ensure_checkpoint
+    @property
+    def prior(self) -> str:
+        return self.options.prior
 
-        path = self.model_config.model_path
-        if path is None and not allow_random_weights:
-            raise ValueError("model_path is empty in the model config; set it to "
-                             "256x256_diffusion_uncond.pt (allow_random_weights=True for timing runs)")
-        if path is not None:
-            path = str(ensure_checkpoint(Path(path), assume_yes=download_checkpoint))
-        model = create_model(**self.model_config.unet_kwargs(), model_path=path, attention=attention)
-        # inference only: no autograd state, and autocast keeps no grad-tracking weight casts
-        model = model.to(self.device).eval().requires_grad_(False)
-        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        if low is not None:
-            # weights stored in the low precision (half the memory) and norms computed in it;
-            # autocast still runs the remaining ops as it would
-            model = model.to(low).set_low_precision_norms(True)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if compile:
-            model = torch.compile(model, dynamic=True)
-        return model
+    @property
+    def precision(self) -> str:
+        return self.options.precision
 
     def _autocast(self):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        dtype = LOW_PRECISION.get(self.precision)
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
@@ -119,10 +139,10 @@ class Fuser:
         convolution and GEMM kernels round differently at different batch sizes (seen here on
         the first 3x3 convolution, ~1e-6), so only per-pair calls make a pair's output
         identical whatever the batch. The EM step, FFTs and sampler updates stay batched."""
-        if self.channels_last:
+        if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            if self.batched_unet or x.shape[0] == 1:
+            if self.options.batched_unet or x.shape[0] == 1:
                 return self.model(x, t).float()
             return torch.cat([self.model(x[k:k + 1], t[k:k + 1]) for k in range(x.shape[0])]).float()
 
@@ -149,13 +169,9 @@ class Fuser:
         return torch.cat(tensors)
 
     # -- fusion ------------------------------------------------------------------------------
-    def fuse_sources(self, ir: Sequence[Source], vis: Sequence[Source], opts: FuseOptions = FuseOptions(),
-                     *, callback: Optional[Callable[[dict], None]] = None, progress: bool = False,
-                     desc: str = "steps") -> list[dict]:
-        """Fuse a batch of same-size pairs. Returns per pair {"gray": (h, w) uint8, and with
-        ``opts.color`` "color": (h, w, 3) uint8}; h, w are the cropped size, or the source size
-        with ``size="pad"``. The callback observes each step, its "sample" cut to that size."""
-        opts = opts.validate()
+    def check_batch(self, ir: Sequence[Source], vis: Sequence[Source], opts: FuseOptions) -> tuple[int, int]:
+        """Raise when the batch cannot be fused as one; return its output size (h, w): the
+        cropped size, or the source size with ``size="pad"``."""
         if not ir or len(ir) != len(vis):
             raise ValueError("need the same positive number of infrared and visible sources")
         m = opts.crop_multiple
@@ -171,25 +187,33 @@ class Fuser:
         if not all(same(a) for a in ir):
             raise ValueError("the pairs of one batch must share one working size "
                              "(sample.py groups them; call once per size)")
-        out_h, out_w = (work_h, work_w) if opts.size == "crop" else (height, width)
-        ir_t = self._to_tensor([s.gray for s in ir], opts)
-        vis_t = self._to_tensor([s.gray for s in vis], opts)
-        fusion = FusionOptions(lamb=opts.lamb, rho=opts.rho, em_roles=opts.em_roles)
+        return (work_h, work_w) if opts.size == "crop" else (height, width)
 
-        with torch.inference_mode():
-            if self.prior == "none":
-                luma = em_only_fusion(ir_t, vis_t, fusion, self.em_iterations)
-            else:
-                def observer(info):  # the observer sees the sample at the output size
-                    callback({**info, "sample": info["sample"][..., :out_h, :out_w]})
-                rgb = fuse(self.model_fn, self.schedule, self.sampler_options, ir_t, vis_t,
-                           [opts.seed] * len(ir), fusion, callback=observer if callback else None,
-                           progress=progress, desc=desc, noise_device=self.noise_device)
-                luma = luma_bt601(rgb)
-            luma = luma[..., :out_h, :out_w]
-            finite = torch.isfinite(luma).flatten(1).all(dim=1).cpu().tolist()
-            gray = normalise_to_uint8(luma, rounding="recon").cpu().numpy()
+    def fuse_luma(self, ir_t: torch.Tensor, vis_t: torch.Tensor, opts: FuseOptions, out_size, *,
+                  callback=None, progress: bool = False, desc: str = "steps") -> torch.Tensor:
+        """The fused luminance (N, 1, h, w) of a batch of working-size tensors, cut to
+        ``out_size``: DDFM's sampler with the EM hook, or the EM model alone (``prior="none"``)."""
+        out_h, out_w = out_size
+        if self.prior == "none":
+            luma = em_only_fusion(ir_t, vis_t, opts, self.em_iterations)
+        else:
+            def observer(info):  # the observer sees the sample at the output size
+                callback({**info, "sample": info["sample"][..., :out_h, :out_w]})
+            # the diffusion config is the sampler's options (DiffusionConfig extends SamplerOptions)
+            rgb = fuse(self.model_fn, self.schedule, self.diffusion_config, ir_t, vis_t,
+                       [opts.seed] * ir_t.shape[0], opts, callback=observer if callback else None,
+                       progress=progress, desc=desc, noise_device=self.noise_device)
+            luma = luma_bt601(rgb)
+        return luma[..., :out_h, :out_w]
 
+    @staticmethod
+    def postprocess(luma: torch.Tensor, ir: Sequence[Source], vis: Sequence[Source],
+                    opts: FuseOptions) -> list[dict]:
+        """Fused luminance -> per pair {"gray", and with ``opts.color`` "color"} as uint8, or
+        {"error"} for a pair whose sample is not finite."""
+        out_h, out_w = luma.shape[-2:]
+        finite = torch.isfinite(luma).flatten(1).all(dim=1).cpu().tolist()
+        gray = normalise_to_uint8(luma, rounding="recon").cpu().numpy()
         results = []
         for k in range(len(ir)):
             if not finite[k]:
@@ -201,6 +225,21 @@ class Fuser:
                 result["color"] = colorize(gray[k], ir[k], vis[k], out_h, out_w)
             results.append(result)
         return results
+
+    def fuse_sources(self, ir: Sequence[Source], vis: Sequence[Source], opts: FuseOptions = FuseOptions(),
+                     *, callback: Optional[Callable[[dict], None]] = None, progress: bool = False,
+                     desc: str = "steps") -> list[dict]:
+        """Fuse a batch of same-size pairs. Returns per pair {"gray": (h, w) uint8, and with
+        ``opts.color`` "color": (h, w, 3) uint8}; h, w are the cropped size, or the source size
+        with ``size="pad"``. The callback observes each step, its "sample" cut to that size."""
+        opts = opts.validate()
+        out_size = self.check_batch(ir, vis, opts)
+        ir_t = self._to_tensor([s.gray for s in ir], opts)
+        vis_t = self._to_tensor([s.gray for s in vis], opts)
+        with torch.inference_mode():
+            luma = self.fuse_luma(ir_t, vis_t, opts, out_size, callback=callback,
+                                  progress=progress, desc=desc)
+            return self.postprocess(luma, ir, vis, opts)
 
     def __call__(self, ir: ImageLike, vis: ImageLike, **options) -> np.ndarray:
         """Fuse one pair; options are :class:`FuseOptions` fields. Returns (H, W) uint8 grey, or

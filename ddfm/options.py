@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
+
+from guided_diffusion.unet import ATTENTION_MODES
+from util.options import option
 
 PRIORS = ("diffusion", "none")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -17,13 +21,19 @@ EM_ROLES = ("release", "paper")
 @dataclass(frozen=True)
 class FuseOptions:
     """Per-call settings that change the output (all defaults reproduce the release)."""
-    seed: int = 3407             # reset for every pair, as released
-    lamb: float = 0.5
-    rho: float = 0.001
-    em_roles: str = "release"    # see EM_ROLES above
-    size: str = "crop"           # crop: top-left to multiples (released); pad: reflect-pad, crop back
-    crop_multiple: int = 32
-    color: bool = False          # also return Y-fused / CbCr-from-the-colour-source RGB
+    seed: int = option(3407, group="fusion", help="seed, reset for every pair (default 3407)")
+    lamb: float = option(0.5, group="fusion", help="EM lambda (default 0.5)")
+    rho: float = option(0.001, group="fusion", help="EM rho (default 0.001)")
+    em_roles: str = option("release", group="fusion", choices=EM_ROLES,
+                           help="which source is the EM's I: release = visible (as the released code), "
+                                "paper = infrared (paper Eq. 13)")
+    size: str = option("crop", group="fusion", choices=SIZES,
+                       help="crop: top-left to multiples of --crop_multiple (released); "
+                            "pad: reflect-pad, fuse, crop back to the exact source size")
+    crop_multiple: int = option(32, group="fusion", help="size multiple (default 32)")
+    # None on the command line: a --preset may set it
+    color: bool = option(False, group="io", cli_default=None,
+                         help="also write SAVE_DIR/color/<stem>.png: fused Y with the colour source's CbCr")
 
     def validate(self) -> "FuseOptions":
         if not self.lamb > 0:
@@ -36,4 +46,45 @@ class FuseOptions:
             raise ValueError(f"size must be one of {', '.join(SIZES)}, got {self.size!r}")
         if self.crop_multiple < 1:
             raise ValueError(f"crop_multiple must be >= 1, got {self.crop_multiple}")
+        return self
+
+
+@dataclass(frozen=True)
+class FuserOptions:
+    """How a :class:`~ddfm.Fuser` is built: the prior, the device, the UNet's precision and
+    kernels. Outputs equal the defaults' to float rounding unless the help says otherwise."""
+    prior: str = option("diffusion", group="fusion", choices=PRIORS,
+                        help="diffusion (DDFM) or none: the EM fusion alone, no UNet, no checkpoint")
+    em_iterations: Optional[int] = option(
+        None, group="fusion", aliases=("--em_iters",),
+        help="with --prior none: EM iterations (default: the sampler's step count)")
+    gpu: int = option(0, group="speed", help="CUDA device index (CPU when no CUDA)")
+    batched_unet: bool = option(False, group="speed",
+                                help="with --batch: one UNet call for the whole batch (faster on GPU for small "
+                                     "images; equal to the per-pair result only to float rounding)")
+    # "run": noise drawn on the run device, as released (CUDA and CPU generators differ);
+    # "cpu": drawn on the CPU and moved, so every device starts from the same numbers.
+    noise_device: str = option("run", group="speed", choices=NOISE_DEVICES,
+                               help="where seeded noise is drawn: run = the run device (released; a GPU run "
+                                    "then differs from a CPU run), cpu = same numbers on every device")
+    precision: str = option("fp32", group="speed", choices=PRECISIONS,
+                            help="UNet precision: fp32 (faithful), tf32, bf16, fp16 (EM and FFT stay fp32)")
+    attention: str = option("auto", group="speed", choices=ATTENTION_MODES,
+                            help="attention kernel: auto = SDPA; chunked = legacy maths 128 queries at a "
+                                 "time (bit-identical to legacy); legacy = the original")
+    compile: bool = option(False, group="speed", help="torch.compile the UNet")
+    channels_last: bool = option(False, group="speed", help="channels_last memory format")
+    download_checkpoint: bool = option(False, group="speed",
+                                       help="download the checkpoint without asking when it is missing")
+    allow_random_weights: bool = option(False, group="speed",
+                                        help="run an untrained UNet when model_path is empty (timing only)")
+
+    def validate(self) -> "FuserOptions":
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.noise_device not in NOISE_DEVICES:
+            raise ValueError(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, "
+                             f"got {self.noise_device!r}")
         return self

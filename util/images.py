@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from util.fileio import atomic_path
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # ITU-R BT.601 luma weights, the ones OpenCV's COLOR_BGR2GRAY uses.
@@ -125,22 +127,9 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if array.dtype != np.uint8:
         raise TypeError(f"write_png_atomic expects uint8, got {array.dtype}")
-    # Named before it exists, so an interrupt at any point (even inside open) is cleaned up;
-    # the pid keeps concurrent processes apart. A run killed outright leaves ".*.tmp" files,
-    # which sample.py removes on its next start.
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:  # see util.fileio: named before it exists, pid-distinct
         with open(tmp, "wb") as fh:
             Image.fromarray(array).save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,3 +203,21 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
             problems.append(f"{group[1].a}: same output name '{stem}' as {group[0].a}; rename one")
             pairs = [p for p in pairs if p not in group[1:]]
     return pairs, problems
+
+
+def images_by_stem(folder: str | os.PathLike) -> dict[str, list[Path]]:
+    """The image files of a folder by name stem, sorted (a stem may map to several files)."""
+    out: dict[str, list[Path]] = {}
+    for p in sorted(Path(folder).iterdir()):
+        if is_image_file(p):
+            out.setdefault(p.stem, []).append(p)
+    return out
+
+
+def files_for_stem(images: dict[str, list[Path]], stem: str) -> list[Path] | None:
+    """The files of ``images`` (from :func:`images_by_stem`) named like a source of stem
+    ``stem``: that stem, else the text before its first dot (the released sample.py names its
+    output so)."""
+    if stem in images:
+        return images[stem]
+    return images.get(stem.split(".")[0])
