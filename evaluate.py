@@ -34,8 +34,9 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from util.fileio import write_text_atomic
-from util.images import IMAGE_EXTENSIONS, ImageError, is_image_file, read_gray
+from util.images import IMAGE_EXTENSIONS, ImageError, files_for_stem, images_by_stem, read_gray
 from util.metrics import PROFILES, TABLE_COLUMNS, evaluate_pair, get_profile
+from util.tables import md_row, md_rule, text_table
 
 CROP_LIMIT = 32  # a fused image may be smaller than its sources by fewer pixels than this
 
@@ -60,22 +61,6 @@ class UsageError(Exception):
     """A problem with the command line or the folders; reported as one line, exit status 2."""
 
 
-def _list_images(folder: Path) -> Dict[str, List[Path]]:
-    """Image files of a folder by name stem (a stem may map to several files)."""
-    out: Dict[str, List[Path]] = {}
-    for p in sorted(folder.iterdir()):
-        if is_image_file(p):
-            out.setdefault(p.stem, []).append(p)
-    return out
-
-
-def _find_fused(fused: Dict[str, List[Path]], stem: str) -> Optional[List[Path]]:
-    if stem in fused:
-        return fused[stem]
-    short = stem.split(".")[0]  # the released sample.py names its output after the text before the first dot
-    return fused.get(short)
-
-
 def _method_names(dirs: Sequence[Path]) -> List[str]:
     names = [d.name or str(d) for d in dirs]
     if len(set(names)) < len(names):  # two folders called e.g. 'recon': use the paths given
@@ -94,7 +79,7 @@ def _source_pairs(input_dir: Path, modalities: Sequence[str]):
         have = sorted(p.name for p in input_dir.iterdir() if p.is_dir())
         hint = f"; its folders are {', '.join(have)}: name two with --modalities A,B" if have else ""
         raise UsageError(f"--input {input_dir} has no folder {missing[0].name!r}{hint}")
-    a_imgs, b_imgs = (_list_images(f) for f in folders)
+    a_imgs, b_imgs = (images_by_stem(f) for f in folders)
     problems = []
     stems = []
     for stem in sorted(set(a_imgs) | set(b_imgs)):
@@ -145,11 +130,11 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
 
     for stem, reason in source_problems:
         skip(stem, reason)
-    fused = _list_images(fused_dir)
+    fused = images_by_stem(fused_dir)
     # no bars with --quiet, nor when stderr is not a terminal (logs, pipes): disable=None
     for stem, path_a, path_b in tqdm(pairs, desc=name, unit="img", file=sys.stderr,
                                      dynamic_ncols=True, leave=False, disable=True if quiet else None):
-        found = _find_fused(fused, stem)
+        found = files_for_stem(fused, stem)
         if not found:
             skip(stem, f"no fused image in {fused_dir}")
             continue
@@ -198,12 +183,13 @@ def format_table(results: Sequence[MethodResult]) -> str:
         m = r.mean
         rows.append([r.name, *(_fmt(m.get(k)) for k in TABLE_COLUMNS),
                      str(len(r.per_image)), str(len(r.cropped))])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for row in [header, *rows]:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
+    return text_table(header, rows)
+
+
+def method_entry(r: MethodResult) -> dict:
+    """One method's results as the JSON file holds them."""
+    return {"fused": str(r.fused_dir), "count": len(r.per_image), "mean": r.mean,
+            "per_image": r.per_image, "cropped": r.cropped, "skipped": r.skipped}
 
 
 def _to_json(results, profile, input_dir, modalities) -> str:
@@ -213,16 +199,7 @@ def _to_json(results, profile, input_dir, modalities) -> str:
         "input": str(input_dir),
         "modalities": list(modalities),
         "metrics": list(TABLE_COLUMNS),
-        "methods": {
-            r.name: {
-                "fused": str(r.fused_dir),
-                "count": len(r.per_image),
-                "mean": r.mean,
-                "per_image": r.per_image,
-                "cropped": r.cropped,
-                "skipped": r.skipped,
-            } for r in results
-        },
+        "methods": {r.name: method_entry(r) for r in results},
     }
     return json.dumps(doc, indent=1) + "\n"
 
@@ -240,36 +217,49 @@ def _to_csv(results) -> str:
     return buf.getvalue()
 
 
-def _md_row(cells) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
 def _to_md(results, profile, input_dir, modalities) -> str:
     out = [f"# Fusion metrics: `{input_dir}` ({', '.join(modalities)}), profile `{profile.name}`",
            "", profile.description + ".", "",
            "## Means", "",
-           _md_row(["Method", *TABLE_COLUMNS, "pairs", "cropped"]),
-           _md_row(["---"] + ["---:"] * (len(TABLE_COLUMNS) + 2))]
+           md_row(["Method", *TABLE_COLUMNS, "pairs", "cropped"]),
+           md_rule(len(TABLE_COLUMNS) + 3)]
     for r in results:
         m = r.mean
-        out.append(_md_row([r.name, *(_fmt(m.get(k)) for k in TABLE_COLUMNS),
+        out.append(md_row([r.name, *(_fmt(m.get(k)) for k in TABLE_COLUMNS),
                             str(len(r.per_image)), str(len(r.cropped))]))
     for r in results:
         out += ["", f"## {r.name} (`{r.fused_dir}`)", "",
-                _md_row(["Image", *TABLE_COLUMNS]),
-                _md_row(["---"] + ["---:"] * len(TABLE_COLUMNS))]
+                md_row(["Image", *TABLE_COLUMNS]),
+                md_rule(len(TABLE_COLUMNS) + 1)]
         for stem, vals in r.per_image.items():
             mark = " (cropped)" if stem in r.cropped else ""
-            out.append(_md_row([stem + mark, *(f"{vals[k]:.4f}" for k in TABLE_COLUMNS)]))
+            out.append(md_row([stem + mark, *(f"{vals[k]:.4f}" for k in TABLE_COLUMNS)]))
         if r.per_image:
             m = r.mean
-            out.append(_md_row(["**mean**", *(f"**{m[k]:.4f}**" for k in TABLE_COLUMNS)]))
+            out.append(md_row(["**mean**", *(f"**{m[k]:.4f}**" for k in TABLE_COLUMNS)]))
         for s in r.skipped:
             out.append(f"\nNot counted: `{s['image']}`: {s['reason']}.")
     return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Sequence[Path],
+                     profile: str = "reference", warn=None, quiet: bool = False) -> List[MethodResult]:
+    """The metrics of every fused folder (one method each) against the sources in
+    ``input_dir``; each image not counted is passed to ``warn`` (default: stderr) in one line;
+    ``quiet``: no progress bars. Raises :class:`UsageError` for a folder that is missing or holds
+    no sources."""
+    warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    conventions = get_profile(profile)
+    names = _method_names(fused_dirs)
+    for d in fused_dirs:
+        if not Path(d).is_dir():
+            raise UsageError(f"--fused {d}: not a folder")
+    pairs, problems = _source_pairs(Path(input_dir), modalities)
+    return [_evaluate_method(n, Path(d), pairs, problems, conventions, warn, quiet)
+            for n, d in zip(names, fused_dirs)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,18 +294,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError(f"--modalities {args.modalities!r}: give two different folder "
                              "names separated by a comma, e.g. ir,vi")
         profile = get_profile(args.profile)
-        names = _method_names(args.fused)
-        for d in args.fused:
-            if not d.is_dir():
-                raise UsageError(f"--fused {d}: not a folder")
-        pairs, problems = _source_pairs(args.input, modalities)
         _check_outputs(args)
+        results = evaluate_folders(args.input, modalities, args.fused, args.profile, warn, args.quiet)
     except UsageError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
-
-    results = [_evaluate_method(n, d, pairs, problems, profile, warn, args.quiet)
-               for n, d in zip(names, args.fused)]
 
     print(f"Profile: {profile.name} ({profile.description})")
     print(f"Sources: {args.input} ({modalities[0]} as infrared, {modalities[1]})")

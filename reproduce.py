@@ -11,7 +11,7 @@ the reference metrics and print it beside the published numbers.
 For every dataset preset of the table (``configs/presets/*.yaml`` with that ``task``) the pairs
 are read from ``ROOT/<preset folder>/<modality>/`` (e.g. ``ROOT/RoadScene/ir`` and ``ROOT/RoadScene/vi``,
 the same file name on both sides). A dataset whose folder is missing is named and skipped.
-Each dataset is fused by ``sample.py`` itself (``sample.main``) with the dataset's preset into
+Each dataset is fused by ``sample.py``'s own code (``sample.fuse_folder``) with the dataset's preset into
 ``SAVE_DIR/<preset>/`` -- pairs fused by an earlier run are kept, so an interrupted run continues
 where it stopped -- then evaluated by ``evaluate.py`` (reference profile unless ``--profile``) on
 ``SAVE_DIR/<preset>/recon``. Every ``sample.py`` option given here is passed through unchanged
@@ -41,7 +41,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -50,10 +49,14 @@ import numpy as np
 
 import evaluate
 import sample
+from ddfm import set_tf32
 from util.fileio import write_text_atomic
 from util.config import ConfigError, load_yaml
-from util.images import IMAGE_EXTENSIONS, ImageError, find_pairs, is_image_file, read_rgb, write_png_atomic
+from util.images import (ImageError, files_for_stem, find_pairs, images_by_stem, is_image_file, read_rgb,
+                         write_png_atomic)
 from util.metrics import PROFILES, TABLE_COLUMNS
+from util.options import cli_fields, flag_of
+from util.tables import md_row, md_rule, text_table
 from util.presets import Preset, presets_for
 from util.sheet import contact_sheet, grid
 
@@ -76,12 +79,8 @@ class ReproduceError(RuntimeError):
 
 
 def _passthrough_names() -> str:
-    names = []
-    for action in sample.build_parser()._actions:
-        if action.dest in ("help", *PER_DATASET) or not action.option_strings:
-            continue
-        names.append(action.option_strings[-1])
-    return ", ".join(n for n in names if n != "--save_dir")
+    return ", ".join(flag_of(f) for cls in sample.OPTION_CLASSES for f in cli_fields(cls)
+                     if f.name not in PER_DATASET and f.name != "save_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,8 +247,10 @@ def _recon_state(save_dir: Path, pairs) -> dict:
 def fuse_dataset(ds: Dataset, args) -> int:
     argv = [*args.sample_argv, "--preset", ds.preset.key, "--input", str(ds.folder),
             "--save_dir", str(ds.save_dir)]
+    sample_args = argparse.Namespace(**vars(args.sample_args))  # sample.py fills in the preset's
+    sample_args.preset, sample_args.input, sample_args.save_dir = ds.preset.key, str(ds.folder), str(ds.save_dir)
     before = _recon_state(ds.save_dir, ds.pairs)
-    code = sample.main(argv)
+    code = sample.fuse_folder(sample_args)
     after = _recon_state(ds.save_dir, ds.pairs)
     fused = sum(1 for s in after if after[s] is not None and after[s] != before[s])
     resumed = sum(1 for s in after if after[s] is not None and after[s] == before[s])
@@ -268,21 +269,11 @@ def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Seq
     """evaluate.py on several fused folders at once; returns its JSON entry per folder path
     (``count``, ``mean``, ``per_image``, ``cropped``, ``skipped``)."""
     dirs = list(dict.fromkeys(Path(d) for d in fused_dirs))
-    with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
-        out = Path(tmp) / "metrics.json"
-        argv = ["--input", str(input_dir), "--modalities", ",".join(modalities),
-                "--profile", profile, "--json", str(out)] + (["--quiet"] if quiet else [])
-        for d in dirs:
-            argv += ["--fused", str(d)]
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            code = evaluate.main(argv)
-        if code == 2 or not out.exists():
-            raise ReproduceError(f"evaluate.py failed on {input_dir} (exit status {code}); "
-                                 "its reason is printed above")
-        doc = json.loads(out.read_text(encoding="utf-8"))
-    by_dir = {m["fused"]: m for m in doc["methods"].values()}
-    return {str(d): by_dir[str(d)] for d in dirs}
+    try:
+        results = evaluate.evaluate_folders(input_dir, modalities, dirs, profile, quiet=quiet)
+    except evaluate.UsageError as exc:
+        raise ReproduceError(f"evaluate.py failed on {input_dir}: {exc}") from None
+    return {str(d): evaluate.method_entry(r) for d, r in zip(dirs, results)}
 
 
 def _has_images(folder: Path) -> bool:
@@ -412,12 +403,7 @@ def _table_cells(ds: Dataset, metrics: Sequence[str], style: str = "text") -> tu
 
 
 def format_table(ds: Dataset, metrics: Sequence[str]) -> str:
-    header, body = _table_cells(ds, metrics)
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = []
-    for row in [header, *body]:
-        lines.append("  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
-    return "\n".join(lines)
+    return text_table(*_table_cells(ds, metrics))
 
 
 def dataset_heading(ds: Dataset) -> str:
@@ -473,10 +459,6 @@ def render_text(datasets: List[Dataset], metrics, label: str, header: List[str])
     return "\n".join(out).rstrip() + "\n"
 
 
-def _md_row(cells) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-
 def render_md(datasets: List[Dataset], metrics, label: str, header: List[str], save_dir: Path) -> str:
     out = [f"# {header[0]}", ""] + [f"{line}  " for line in header[1:]] + [""]
     for ds in datasets:
@@ -488,9 +470,9 @@ def render_md(datasets: List[Dataset], metrics, label: str, header: List[str], s
         out.append("")
         if ds.rows:
             head, body = _table_cells(ds, metrics, "md")
-            out.append(_md_row(head))
-            out.append(_md_row(["---"] + ["---:"] * (len(head) - 1)))
-            out += [_md_row(row) for row in body]
+            out.append(md_row(head))
+            out.append(md_rule(len(head)))
+            out += [md_row(row) for row in body]
             out += ["", MARK_LEGEND["md"] + ".", ""]
         for note in _notes(ds, label):
             out.append(f"- {note}")
@@ -557,14 +539,6 @@ def render_json(datasets: List[Dataset], args, paper: dict, metrics, label: str)
 # figures
 
 
-def _find_image(folder: Path, stem: str) -> Optional[Path]:
-    for ext in IMAGE_EXTENSIONS:
-        for name in (f"{stem}{ext}", f"{stem}{ext.upper()}"):
-            if (folder / name).is_file():
-                return folder / name
-    return None
-
-
 def _crop_to(image: np.ndarray, shape) -> np.ndarray:
     h, w = shape[:2]
     if image.shape[0] >= h and image.shape[1] >= w:
@@ -591,10 +565,10 @@ def make_figure(ds: Dataset, label: str, count: int) -> Optional[np.ndarray]:
                   (mod_b, _crop_to(read_rgb(by_stem[stem].b), fused.shape)),
                   (label, fused)]
         for name, folder in ds.compare_dirs.items():
-            found = _find_image(folder, stem) or _find_image(folder, stem.split(".")[0])
-            if found is not None:
+            found = files_for_stem(images_by_stem(folder), stem)
+            if found:
                 with contextlib.suppress(ImageError):
-                    panels.append((name, _crop_to(read_rgb(found), fused.shape)))
+                    panels.append((name, _crop_to(read_rgb(found[0]), fused.shape)))
         rows.append(contact_sheet(panels, max_panel_width=FIGURE_PANEL_WIDTH))
     return grid(rows)
 
@@ -655,8 +629,21 @@ def run(args) -> int:
 
     say(f"Reproducing the DDFM paper's {TABLE_TITLES[args.table]} table: data {args.data}, "
         f"results in {save_dir}")
+    present = discover_all(datasets, args, say)
+    status = fuse_datasets(present, args, say)
+    if status == 130 or not lead:
+        return status
+    single = len(present) == 1
+    for ds in present:
+        status = max(status, evaluate_dataset(ds, args, compares, single, paper, metrics, label, say))
+    write_tables(datasets, args, paper, metrics, label, say)
+    return status
+
+
+def discover_all(datasets: List[Dataset], args, say) -> List[Dataset]:
+    """Find each dataset's pairs under ``args.data``; return those found (raise if none)."""
     for ds in datasets:
-        ds.save_dir = save_dir / ds.preset.key
+        ds.save_dir = args.save_dir / ds.preset.key
         discover(ds, args.data)
         if ds.status == "missing":
             say(f"{ds.name}: missing, skipped: {ds.reason}")
@@ -670,7 +657,11 @@ def run(args) -> int:
                              f"({', '.join(ds.name for ds in datasets)}) was found under {args.data}; "
                              "lay them out as ROOT/<folder>/<modality>/<image> (see README, "
                              "'Reproducing the paper')")
+    return present
 
+
+def fuse_datasets(present: List[Dataset], args, say) -> int:
+    """Fuse every dataset found; 0, 1 when a pair failed, 130 when interrupted."""
     status = 0
     for ds in present:
         say(f"{ds.name}: fusing with sample.py --preset {ds.preset.key} {' '.join(args.sample_argv)}".rstrip())
@@ -684,45 +675,52 @@ def run(args) -> int:
         say(f"{ds.name}: {fusion_line(ds)}")
         if code != 0 or ds.fusion["failed"]:
             status = 1
-    if not lead:
-        return status
+    return status
 
-    single = len(present) == 1
-    for ds in present:
-        dirs = {label: ds.save_dir / "recon"}
-        for name, root in compares:
-            folder = compare_folder(root, ds.preset, single)
-            if folder is None:
-                ds.notes.append(f"--compare {name}: no folder for {ds.name} in {root} "
-                                f"(expected {root / ds.preset.key} or {root / ds.preset.folder})")
-            else:
-                dirs[name] = ds.compare_dirs[name] = folder
-        try:
-            by_dir = evaluate_folders(ds.folder, ds.preset.modalities, list(dirs.values()), args.profile,
-                                      quiet=args.sample_args.quiet)
-        except ReproduceError as exc:
-            ds.status, ds.reason = "failed", str(exc)
-            say(f"{ds.name}: {exc}")
-            status = 1
-            continue
-        ds.results = {name: by_dir[str(d)] for name, d in dirs.items()}
-        for name, result in ds.results.items():
-            if result["skipped"]:
-                ds.notes.append(f"{name}: {len(result['skipped'])} image(s) not counted "
-                                f"(first: {result['skipped'][0]['image']}: {result['skipped'][0]['reason']})")
-                if name == label:
-                    status = 1
-            if result["cropped"]:
-                ds.notes.append(f"{name}: for {len(result['cropped'])} pair(s) the sources were cropped "
-                                "top-left to the fused size (sample.py crops to multiples of 32, as released)")
-        ds.status = "evaluated"
-        build_rows(ds, paper, metrics, label)
-        if args.figure_pairs:
-            image = make_figure(ds, label, args.figure_pairs)
-            if image is not None:
-                ds.figure = save_dir / "figures" / f"{ds.preset.key}.png"
-                write_png_atomic(ds.figure, image)
 
+def evaluate_dataset(ds: Dataset, args, compares, single: bool, paper: dict, metrics, label: str,
+                     say) -> int:
+    """Evaluate this run's and the compared methods' images of one dataset, build its rows
+    and its figure; 1 when it failed or an image of this run was not counted, else 0."""
+    status = 0
+    dirs = {label: ds.save_dir / "recon"}
+    for name, root in compares:
+        folder = compare_folder(root, ds.preset, single)
+        if folder is None:
+            ds.notes.append(f"--compare {name}: no folder for {ds.name} in {root} "
+                            f"(expected {root / ds.preset.key} or {root / ds.preset.folder})")
+        else:
+            dirs[name] = ds.compare_dirs[name] = folder
+    try:
+        by_dir = evaluate_folders(ds.folder, ds.preset.modalities, list(dirs.values()), args.profile,
+                                  quiet=args.sample_args.quiet)
+    except ReproduceError as exc:
+        ds.status, ds.reason = "failed", str(exc)
+        say(f"{ds.name}: {exc}")
+        return 1
+    ds.results = {name: by_dir[str(d)] for name, d in dirs.items()}
+    for name, result in ds.results.items():
+        if result["skipped"]:
+            ds.notes.append(f"{name}: {len(result['skipped'])} image(s) not counted "
+                            f"(first: {result['skipped'][0]['image']}: {result['skipped'][0]['reason']})")
+            if name == label:
+                status = 1
+        if result["cropped"]:
+            ds.notes.append(f"{name}: for {len(result['cropped'])} pair(s) the sources were cropped "
+                            "top-left to the fused size (sample.py crops to multiples of 32, as released)")
+    ds.status = "evaluated"
+    build_rows(ds, paper, metrics, label)
+    if args.figure_pairs:
+        image = make_figure(ds, label, args.figure_pairs)
+        if image is not None:
+            ds.figure = args.save_dir / "figures" / f"{ds.preset.key}.png"
+            write_png_atomic(ds.figure, image)
+    return status
+
+
+def write_tables(datasets: List[Dataset], args, paper: dict, metrics, label: str, say) -> None:
+    """Print the tables and write tables.md, tables.csv and tables.json."""
+    save_dir = args.save_dir
     header = [f"DDFM paper, {TABLE_TITLES[args.table]}: the paper's rows and this run",
               f"Data: {args.data}; fused images: {save_dir}/<preset>/recon; "
               f"sample.py options: {' '.join(args.sample_argv) or '(defaults)'}",
@@ -738,11 +736,11 @@ def run(args) -> int:
     say("")
     say(f"written: {save_dir / 'tables.md'}, tables.csv, tables.json"
         + (f"; figures: {', '.join(str(f) for f in figures)}" if figures else ""))
-    return status
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    set_tf32(args.sample_args.precision == "tf32")  # process-wide, as sample.py sets it
     try:
         return run(args)
     except ReproduceError as exc:

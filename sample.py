@@ -18,98 +18,66 @@ import os
 import shutil
 import signal
 import sys
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
-from ddfm import PRECISIONS, PRIORS, SIZES, FuseOptions, Fuser, check_pair, load_source
-from guided_diffusion.fusion import EM_ROLES, FusionError, to_gray_uint8
-from util.color import rgb_to_ycbcr_over_255
-from util.config import ConfigError
+from ddfm import FuseOptions, Fuser, FuserOptions, check_pair, load_source, set_tf32
+from ddfm.fusion import FusionError, to_gray_uint8
+from ddfm.color import rgb_to_ycbcr_over_255
+from util.config import ConfigError, DiffusionConfig
 from util.fileio import atomic_path
 from util.images import ImageError, find_pairs, peek_size, write_png_atomic
+from util.options import add_options, flag_names, option, values_of
 
 
 class SetupError(RuntimeError):
     """A problem found before any pair is fused; the message is one line."""
 
 
+@dataclass(frozen=True)
+class SampleOptions:
+    """The options of sample.py itself (inputs, outputs, batching); the fusion and speed
+    options are the fields of FuseOptions, DiffusionConfig and FuserOptions."""
+    model_config: str = option("configs/model_config_imagenet.yaml",
+                               help="UNet config (the released keys); model_path inside it")
+    diffusion_config: str = option("configs/diffusion_config.yaml",
+                                   help="diffusion/sampler config (the released keys, plus eta)")
+    preset: Optional[str] = option(None, help="dataset preset: a name in configs/presets/ (e.g. roadscene, "
+                                              "harvard_mri_pet) or a YAML path; sets --modalities and --color "
+                                              "unless given")
+    input: str = option("input", help="folder holding the two modality folders")
+    modalities: Optional[str] = option(None, help="the two subfolders of --input, infrared role first "
+                                                  "(default ir,vi)")
+    save_dir: str = option("output", help="output folder")
+    record: bool = option(False, help="save the sample after every step under SAVE_DIR/progress/<stem>/")
+    trace: bool = option(False, help="save every step's tensors to SAVE_DIR/trace/<stem>.npz "
+                                     "(keys as the golden trace)")
+    sheet: bool = option(False, help="also write SAVE_DIR/sheet/<stem>.png: sources and result side by side")
+    overwrite: bool = option(False, help="fuse pairs whose outputs already exist")
+    quiet: bool = option(False, help="no progress bars")
+    batch: int = option(1, group="speed",
+                        help="pairs of the same size fused together (each with its own seeded noise)")
+
+
+GROUPS = {"io": "inputs and outputs", "fusion": "fusion (each changes the output)",
+          "speed": "speed and devices (outputs equal to float rounding unless noted)"}
+# where the options come from, in the order --help lists them within a group
+OPTION_CLASSES = (SampleOptions, FuseOptions, DiffusionConfig, FuserOptions)
+DEFAULT_GROUPS = {SampleOptions: "io", DiffusionConfig: "fusion"}
+OVERRIDES = (DiffusionConfig,)  # None unless given: the config file's value stands
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DDFM: fuse infrared-visible or medical image pairs.")
-    g = p.add_argument_group("inputs and outputs")
-    g.add_argument("--model_config", default="configs/model_config_imagenet.yaml",
-                   help="UNet config (the released keys); model_path inside it")
-    g.add_argument("--diffusion_config", default="configs/diffusion_config.yaml",
-                   help="diffusion/sampler config (the released keys, plus eta)")
-    g.add_argument("--preset", default=None,
-                   help="dataset preset: a name in configs/presets/ (e.g. roadscene, harvard_mri_pet) "
-                        "or a YAML path; sets --modalities and --color unless given")
-    g.add_argument("--input", default="input", help="folder holding the two modality folders")
-    g.add_argument("--modalities", default=None,
-                   help="the two subfolders of --input, infrared role first (default ir,vi)")
-    g.add_argument("--save_dir", default="output", help="output folder")
-    g.add_argument("--record", action="store_true",
-                   help="save the sample after every step under SAVE_DIR/progress/<stem>/")
-    g.add_argument("--trace", action="store_true",
-                   help="save every step's tensors to SAVE_DIR/trace/<stem>.npz (keys as the golden trace)")
-    g.add_argument("--color", action="store_true", default=None,
-                   help="also write SAVE_DIR/color/<stem>.png: fused Y with the colour source's CbCr")
-    g.add_argument("--sheet", action="store_true",
-                   help="also write SAVE_DIR/sheet/<stem>.png: sources and result side by side")
-    g.add_argument("--overwrite", action="store_true", help="fuse pairs whose outputs already exist")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    g = p.add_argument_group("fusion (each changes the output)")
-    g.add_argument("--seed", type=int, default=3407, help="seed, reset for every pair (default 3407)")
-    g.add_argument("--lamb", type=float, default=0.5, help="EM lambda (default 0.5)")
-    g.add_argument("--rho", type=float, default=0.001, help="EM rho (default 0.001)")
-    g.add_argument("--eta", type=float, default=None, help="DDIM eta (overrides the config; 0 as released)")
-    g.add_argument("--steps", default=None,
-                   help="timestep_respacing override: 100, 25, '10,5,5', ddim50")
-    g.add_argument("--sampler", choices=("ddim", "ddpm"), default=None,
-                   help="override the config: ddim (released) or ddpm (paper Algorithm 1)")
-    g.add_argument("--em_roles", choices=EM_ROLES, default="release",
-                   help="which source is the EM's I: release = visible (as the released code), "
-                        "paper = infrared (paper Eq. 13)")
-    g.add_argument("--size", choices=SIZES, default="crop",
-                   help="crop: top-left to multiples of --crop_multiple (released); "
-                        "pad: reflect-pad, fuse, crop back to the exact source size")
-    g.add_argument("--crop_multiple", type=int, default=32, help="size multiple (default 32)")
-    g.add_argument("--prior", choices=PRIORS, default="diffusion",
-                   help="diffusion (DDFM) or none: the EM fusion alone, no UNet, no checkpoint")
-    g.add_argument("--em_iters", type=int, default=None,
-                   help="with --prior none: EM iterations (default: the sampler's step count)")
-
-    g = p.add_argument_group("speed and devices (outputs equal to float rounding unless noted)")
-    g.add_argument("--gpu", type=int, default=0, help="CUDA device index (CPU when no CUDA)")
-    g.add_argument("--batch", type=int, default=1,
-                   help="pairs of the same size fused together (each with its own seeded noise)")
-    g.add_argument("--batched_unet", action="store_true",
-                   help="with --batch: one UNet call for the whole batch (faster on GPU for small "
-                        "images; equal to the per-pair result only to float rounding)")
-    g.add_argument("--noise_device", choices=("run", "cpu"), default="run",
-                   help="where seeded noise is drawn: run = the run device (released; a GPU run then "
-                        "differs from a CPU run), cpu = same numbers on every device")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="UNet precision: fp32 (faithful), tf32, bf16, fp16 (EM and FFT stay fp32)")
-    g.add_argument("--attention", choices=("auto", "legacy", "sdpa", "chunked"), default="auto",
-                   help="attention kernel: auto = SDPA; chunked = legacy maths 128 queries at a time (bit-identical to legacy); legacy = the original")
-    g.add_argument("--compile", action="store_true", help="torch.compile the UNet")
-    g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
-    g.add_argument("--download_checkpoint", action="store_true",
-                   help="download the checkpoint without asking when it is missing")
-    g.add_argument("--allow_random_weights", action="store_true",
-                   help="run an untrained UNet when model_path is empty (timing only)")
+    groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
+    for cls in OPTION_CLASSES:
+        add_options(p, cls, groups, DEFAULT_GROUPS.get(cls), overrides=cls in OVERRIDES)
     return p
-
-
-def parse_respacing(text):
-    if text is None:
-        return None
-    text = str(text).strip()
-    return int(text) if text.isdigit() else text
 
 
 def apply_preset(args) -> None:
@@ -137,12 +105,12 @@ def check_args(args) -> FuseOptions:
     args.modalities = tuple(modalities)
     # --eta is checked with the diffusion config's eta (load_configs), by the same rule
     for name, value, ok, rule in (("--batch", args.batch, args.batch >= 1, ">= 1"),
-                                  ("--em_iters", args.em_iters, args.em_iters is None or args.em_iters >= 1, ">= 1")):
+                                  ("--em_iterations", args.em_iterations,
+                                   args.em_iterations is None or args.em_iterations >= 1, ">= 1")):
         if not ok:
             raise SetupError(f"{name} must be {rule}, got {value}")
     try:
-        return FuseOptions(seed=args.seed, lamb=args.lamb, rho=args.rho, em_roles=args.em_roles,
-                           size=args.size, crop_multiple=args.crop_multiple, color=args.color).validate()
+        return FuseOptions(**values_of(FuseOptions, args)).validate()
     except ValueError as exc:
         raise SetupError(f"--{str(exc)}") from None
 
@@ -377,8 +345,8 @@ def load_configs(args):
     try:
         model_cfg = load_model_config(args.model_config) if args.prior == "diffusion" else None
         diff_cfg = load_diffusion_config(args.diffusion_config).with_overrides(
-            where=f"command line (with {args.diffusion_config})", names={"timestep_respacing": "--steps", "eta": "--eta"},
-            eta=args.eta, sampler=args.sampler, timestep_respacing=parse_respacing(args.steps))
+            where=f"command line (with {args.diffusion_config})", names=flag_names(DiffusionConfig),
+            **values_of(DiffusionConfig, args))
     except ConfigError as exc:
         raise SetupError(str(exc)) from None
     if model_cfg is not None and args.crop_multiple % model_cfg.size_multiple:
@@ -393,13 +361,8 @@ def make_fuser(args, diff_cfg, device=None) -> Fuser:
     """The Fuser of these options (``load_configs``' diffusion config); setup problems as SetupError."""
     try:
         # the path (checked by load_configs as model_cfg), so that checkpoint errors can name it
-        return Fuser(args.model_config, diff_cfg, device=device,
-                     gpu=args.gpu, prior=args.prior, attention=args.attention,
-                     precision=args.precision, compile=args.compile,
-                     channels_last=args.channels_last, em_iterations=args.em_iters,
-                     download_checkpoint=args.download_checkpoint,
-                     allow_random_weights=args.allow_random_weights,
-                     batched_unet=args.batched_unet, noise_device=args.noise_device)
+        return Fuser(args.model_config, diff_cfg, FuserOptions(**values_of(FuserOptions, args)),
+                     device=device)
     except ConfigError as exc:
         raise SetupError(str(exc)) from None
     except Exception as exc:
@@ -455,43 +418,8 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
 
     bar = tqdm(total=len(todo), desc="pairs", disable=args.quiet)
     for batch_pairs in batches_by_size(todo, args.batch, fuser, opts):
-        batch = []
-        for pair in batch_pairs:
-            try:
-                ir, vis = load_source(pair.a), load_source(pair.b)
-                check_pair(ir, vis, opts.crop_multiple)  # here, so a bad pair never joins a batch
-                batch.append((pair, ir, vis))
-            except ImageError as exc:
-                failed += 1
-                log(f"failed: {exc}")
-        if not batch:
-            bar.update(len(batch_pairs))
-            continue
-        names = ", ".join(pair.stem for pair, _, _ in batch)
-        observer = (PairObserver([p for p, _, _ in batch], save_dir, args.record, args.trace)
-                    if (args.record or args.trace) else None)
-        try:
-            results = fuser.fuse_sources([ir for _, ir, _ in batch], [vis for _, _, vis in batch], opts,
-                                         callback=observer, progress=not args.quiet, desc=names)
-            errors = save_results(batch, results, args, save_dir, observer)
-            for line in errors:
-                log(f"failed: {line}")
-            failed += len(errors)
-            fused += len(batch) - len(errors)
-        except (ImageError, FusionError) as exc:
-            failed += len(batch)
-            log(f"failed: {exc}")
-        except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as exc:
-            if not is_out_of_memory(exc):
-                raise
-            line = out_of_memory_message(batch, exc, fuser, args)
-            del exc  # drop the traceback's tensors before emptying the cache
-            torch.cuda.empty_cache()
-            failed += len(batch)
-            log(f"failed: {line}")
-        finally:
-            if observer is not None:  # frames of pairs not saved (failed, interrupted)
-                observer.discard()
+        batch_fused, batch_failed = fuse_batch(fuser, batch_pairs, opts, args, save_dir, log)
+        fused, failed = fused + batch_fused, failed + batch_failed
         bar.update(len(batch_pairs))
     bar.close()
     fused, skipped, failed = dist.total([fused, skipped, failed])
@@ -500,6 +428,44 @@ def fuse_all(fuser, pairs, problems, opts, args, save_dir, dist) -> int:
         print(f"done: {fused} fused, {skipped} skipped{note}, {failed} failed -> {save_dir}",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def fuse_batch(fuser, batch_pairs, opts, args, save_dir: Path, log) -> tuple[int, int]:
+    """Decode, fuse and save one batch; log each failure. Returns (fused, failed)."""
+    batch, failed = [], 0
+    for pair in batch_pairs:
+        try:
+            ir, vis = load_source(pair.a), load_source(pair.b)
+            check_pair(ir, vis, opts.crop_multiple)  # here, so a bad pair never joins a batch
+            batch.append((pair, ir, vis))
+        except ImageError as exc:
+            failed += 1
+            log(f"failed: {exc}")
+    if not batch:
+        return 0, failed
+    names = ", ".join(pair.stem for pair, _, _ in batch)
+    observer = (PairObserver([p for p, _, _ in batch], save_dir, args.record, args.trace)
+                if (args.record or args.trace) else None)
+    try:
+        results = fuser.fuse_sources([ir for _, ir, _ in batch], [vis for _, _, vis in batch], opts,
+                                     callback=observer, progress=not args.quiet, desc=names)
+        errors = save_results(batch, results, args, save_dir, observer)
+        for line in errors:
+            log(f"failed: {line}")
+        return len(batch) - len(errors), failed + len(errors)
+    except (ImageError, FusionError) as exc:
+        log(f"failed: {exc}")
+    except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        line = out_of_memory_message(batch, exc, fuser, args)
+        del exc  # drop the traceback's tensors before emptying the cache
+        torch.cuda.empty_cache()
+        log(f"failed: {line}")
+    finally:
+        if observer is not None:  # frames of pairs not saved (failed, interrupted)
+            observer.discard()
+    return 0, failed + len(batch)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -525,8 +491,10 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def fuse_folder(args: argparse.Namespace) -> int:
+    """Fuse the pairs of ``args.input`` into ``args.save_dir`` (``args``: sample.py's options,
+    as :func:`build_parser` parses them; the caller sets TF32 with :func:`ddfm.set_tf32`).
+    Returns the exit status; a setup error or an interrupt is reported on stderr in one line."""
     previous = None
     try:  # SIGTERM cleans up temporaries as Ctrl-C does (only possible in the main thread)
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -544,6 +512,12 @@ def main(argv=None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    set_tf32(args.precision == "tf32")  # process-wide: fp32 is faithful only with TF32 off
+    return fuse_folder(args)
 
 
 if __name__ == "__main__":

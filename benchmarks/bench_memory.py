@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ddfm import FuseOptions, Fuser, Source  # noqa: E402
+from ddfm import FuseOptions, Fuser, Source, set_tf32  # noqa: E402
 from util.config import load_model_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +55,7 @@ def main():
     print("| size | precision | smallest cap that runs (GiB) | peak allocated there (GiB) | s/step there |")
     print("|---|---|---|---|---|")
     for precision in args.precisions.split(","):
+        set_tf32(precision == "tf32")  # process-wide, as sample.py sets it
         fuser = Fuser(cfg, REPO / "configs" / "diffusion_config.yaml", precision=precision, steps=2,
                       allow_random_weights=True)
         for size in args.sizes:

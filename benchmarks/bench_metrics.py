@@ -381,8 +381,15 @@ def main(argv=None) -> int:
         print(f"no ir/vi pairs under {args.data}", file=sys.stderr)
         return 1
     evaluate_pair(*_load(*pairs[0][1:]))  # warm-up (FFT plans, caches)
+    full_wall, full_cpu, npix, w512, c512 = _time_ours(pairs, args.repeat)
+    c = args.crop
+    loop_w, loop_c, ours_w, ours_c, worst_rel = _time_loop(pairs[:args.loop_pairs], c)
+    _report(full_wall, full_cpu, npix, w512, c512, loop_w, loop_c, ours_w, ours_c, worst_rel, c)
+    return 0
 
-    # 1. full-size pairs: best of 3 per pair
+
+def _time_ours(pairs, repeat: int):
+    """Full-size pairs (best of 3 each) and one pair resized to 512x384 (``repeat`` runs)."""
     full_wall, full_cpu, npix = [], [], []
     for _, pa, pb in pairs:
         f, a, b = _load(pa, pb)
@@ -394,12 +401,14 @@ def main(argv=None) -> int:
     f, a, b = _load(*pairs[0][1:])
     a5, b5 = _resize(a, (512, 384)), _resize(b, (512, 384))
     f5 = np.round((a5 + b5) / 2).astype(np.float32)
-    w512, c512 = _time(lambda: evaluate_pair(f5, a5, b5), args.repeat)
+    w512, c512 = _time(lambda: evaluate_pair(f5, a5, b5), repeat)
+    return full_wall, full_cpu, npix, w512, c512
 
-    # 2. loop code vs ours on the same crops
-    c = args.crop
+
+def _time_loop(pairs, c: int):
+    """The loop code vs ours on the same centre crops of side ``c``."""
     loop_w, loop_c, ours_w, ours_c, worst_rel = [], [], [], [], 0.0
-    for _, pa, pb in pairs[:args.loop_pairs]:
+    for _, pa, pb in pairs:
         f, a, b = _load(pa, pb)
         i0, j0 = (f.shape[0] - c) // 2, (f.shape[1] - c) // 2
         fc, ac, bc = (x[i0:i0 + c, j0:j0 + c].copy() for x in (f, a, b))
@@ -413,6 +422,10 @@ def main(argv=None) -> int:
         fast = evaluate_pair(fc, ac, bc)
         worst_rel = max(worst_rel, max(abs(fast[k] - out[k]) / max(abs(out[k]), 1e-12)
                                        for k in METRIC_NAMES))
+    return loop_w, loop_c, ours_w, ours_c, worst_rel
+
+
+def _report(full_wall, full_cpu, npix, w512, c512, loop_w, loop_c, ours_w, ours_c, worst_rel, c) -> None:
     med, mean = statistics.median, statistics.mean
     scale_full = mean(npix) / (c * c)
     scale_512 = 512 * 384 / (c * c)
@@ -447,7 +460,6 @@ def main(argv=None) -> int:
           f" (wall {med(w512) * ms:.1f} ms; wall exceeds CPU when other processes share the cores)")
     print(f"largest relative difference ours vs loop on the crops: {worst_rel:.1e} "
           "(the loop code is float64, the reference's arithmetic partly float32)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -286,8 +286,8 @@ def set_steps(fuser, steps: int) -> None:
 class PathSwitch:
     """Puts one model and Fuser into a path's configuration and back (fp32, legacy).
 
-    Uses the Fuser's attributes ``model``, ``precision`` and ``channels_last`` as its
-    ``model_fn`` reads them, and ``ddfm._set_tf32``."""
+    Sets the Fuser's ``model`` and its ``options``' ``precision`` and ``channels_last`` as its
+    ``model_fn`` reads them, and ``ddfm.set_tf32``."""
 
     def __init__(self, fuser):
         self.fuser = fuser
@@ -296,16 +296,18 @@ class PathSwitch:
 
     @contextlib.contextmanager
     def use(self, name: str):
-        from ddfm import _set_tf32
+        from dataclasses import replace
+
+        from ddfm import set_tf32
 
         spec = PATHS[name]
         fuser, base = self.fuser, self.base
         base.set_attention(spec["attention"])
-        fuser.precision = spec["precision"]
-        _set_tf32(spec["precision"] == "tf32")
+        fuser.options = replace(fuser.options, precision=spec["precision"])
+        set_tf32(spec["precision"] == "tf32")
         if spec.get("channels_last"):
             base.to(memory_format=torch.channels_last)
-            fuser.channels_last = True
+            fuser.options = replace(fuser.options, channels_last=True)
         if spec.get("compile"):
             if self.compiled is None:
                 self.compiled = torch.compile(base, dynamic=True)
@@ -314,15 +316,14 @@ class PathSwitch:
             yield
         finally:
             fuser.model = base
-            fuser.precision = "fp32"
-            fuser.channels_last = False
-            _set_tf32(False)
+            fuser.options = replace(fuser.options, precision="fp32", channels_last=False)
+            set_tf32(False)
             if spec.get("channels_last"):
                 base.to(memory_format=torch.contiguous_format)
             base.set_attention("legacy")
 
 
-def grey_pair(size, seed: int):
+def gray_pair(size, seed: int):
     """Two random grey sources of HEIGHTxWIDTH (smooth structure plus noise), fixed seed."""
     from ddfm import load_source
 
@@ -503,7 +504,7 @@ def memory_sweep(fuser, switch, sizes, paths, device, args) -> list[list[str]]:
             free_memory(device)
             weights = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
             try:
-                pair = grey_pair(size, args.seed)
+                pair = gray_pair(size, args.seed)
                 with switch.use(name), Memory(device) as mem:
                     seconds, _, _, error = run_sampler(fuser, pair, 2, device)
             except Exception as exc:  # noqa: BLE001
@@ -643,7 +644,7 @@ def child_main(args, device, cfg) -> int:
     switch = PathSwitch(fuser)
     rows = []
     for size in args.size:
-        pair = grey_pair(size, args.seed)
+        pair = gray_pair(size, args.seed)
         for name in args.path_list:
             row = measure(fuser, switch, name, size, pair, size_steps[size_label(size)], args, device)
             progress(row)
@@ -668,8 +669,44 @@ def main(argv=None) -> int:
     if args._child_out:
         return child_main(args, device, cfg)
     md = args.markdown
+    card, peaks, flops = log_header(args, cfg, label, device)
 
-    # -- header and FLOPs ------------------------------------------------------------------
+    # -- the model -------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    fuser = build_fuser(cfg, device, args.seed)
+    switch = PathSwitch(fuser)
+    log(f"\nmodel built in {time.perf_counter() - t0:.1f} s")
+    compiled = [n for n in args.path_list if PATHS[n].get("compile")]
+    rows, refs, size_steps = time_eager(fuser, switch, args, device)
+
+    def print_timing(title, table_rows):
+        log(f"\n## {title}\n")
+        log(format_table(timing_header(device), [timing_cells(r, flops, peaks, device) for r in table_rows], md))
+
+    # -- memory sweep before compiling in the suite (compiling is the slow, risky part) -----
+    sweep_rows = None
+    if args.memory_sweep and args.isolate_compile:
+        print_timing("sampler timing, eager paths", rows)
+        rows_printed = len(rows)
+        log("\n## memory sweep (progress)")
+        sweep_rows = memory_sweep(fuser, switch, args.sweep_sizes, args.sweep_paths.split(","), device, args)
+        print_sweep(sweep_rows, device, md)
+    else:
+        rows_printed = 0
+    if compiled:
+        rows += time_compiled(fuser, switch, compiled, args, device, size_steps, refs)
+    print_timing("sampler timing" + (", compiled paths" if rows_printed else ""), rows[rows_printed:])
+    log_notes(device, card, peaks)
+    if args.memory_sweep and sweep_rows is None:
+        log("\n## memory sweep (progress)")
+        sweep_rows = memory_sweep(fuser, switch, args.sweep_sizes, args.sweep_paths.split(","), device, args)
+        print_sweep(sweep_rows, device, md)
+    log(f"\ntotal wall time {time.perf_counter() - START:.0f} s")
+    return 0
+
+
+def log_header(args, cfg, label: str, device):
+    """The run's header and the FLOPs table; returns (card, its peaks, FLOPs per size label)."""
     card, peaks = card_peaks(device)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads")
@@ -687,25 +724,21 @@ def main(argv=None) -> int:
     with contextlib.suppress(Exception):
         sizes = list(dict.fromkeys(args.size + (args.sweep_sizes if args.memory_sweep else [])))
         log("\n## FLOPs per UNet call (torch.utils.flop_counter, meta device)\n")
-        log(format_table(FLOPS_HEADER, flops_table(cfg, sizes, label.startswith("full")), md))
+        log(format_table(FLOPS_HEADER, flops_table(cfg, sizes, label.startswith("full")), args.markdown))
         flops = {size_label(s): unet_flops(cfg, *s).total for s in args.size}
+    return card, peaks, flops
 
-    # -- the model -------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    fuser = build_fuser(cfg, device, args.seed)
-    switch = PathSwitch(fuser)
-    log(f"\nmodel built in {time.perf_counter() - t0:.1f} s")
 
-    # -- timing: eager paths first, legacy first ------------------------------------------
+def time_eager(fuser, switch, args, device):
+    """Time the eager paths, legacy first; returns (rows, legacy row per size, steps per size)."""
     eager = [n for n in args.path_list if not PATHS[n].get("compile")]
-    compiled = [n for n in args.path_list if PATHS[n].get("compile")]
     if "legacy" in eager:
         eager.remove("legacy")
         eager.insert(0, "legacy")
     rows, refs, size_steps = [], {}, {}
     log("\n## timing (progress)")
     for size in args.size:
-        pair = grey_pair(size, args.seed)
+        pair = gray_pair(size, args.seed)
         size_steps[size] = decide_steps(fuser, switch, size, pair, args, device)
         for name in eager:
             if args.deadline and time.perf_counter() - START > args.deadline:
@@ -718,49 +751,40 @@ def main(argv=None) -> int:
             compare(row, refs.get(row["size"]))
             progress(row)
             rows.append(row)
+    return rows, refs, size_steps
 
-    def print_timing(title, table_rows):
-        log(f"\n## {title}\n")
-        log(format_table(timing_header(device), [timing_cells(r, flops, peaks, device) for r in table_rows], md))
 
-    # -- memory sweep before compiling in the suite (compiling is the slow, risky part) -----
-    sweep_rows = None
-    if args.memory_sweep and args.isolate_compile:
-        print_timing("sampler timing, eager paths", rows)
-        rows_printed = len(rows)
-        log("\n## memory sweep (progress)")
-        sweep_rows = memory_sweep(fuser, switch, args.sweep_sizes, args.sweep_paths.split(","), device, args)
-        print_sweep(sweep_rows, device, md)
-    else:
-        rows_printed = 0
-
-    # -- compiled paths -------------------------------------------------------------------
-    if compiled:
-        left = (args.deadline - (time.perf_counter() - START)) if args.deadline else None
-        if args.isolate_compile:
-            fuser.model.to("cpu")  # leave the GPU to the child
-            free_memory(device)
-            if left is not None and left < 60:
-                rows += [dict(size=size_label(s), path=n, steps=size_steps[s],
-                              error=f"skipped: {left:.0f} s left before the suite deadline")
-                         for s in args.size for n in compiled]
-            else:
-                try:
-                    rows += run_compiled_in_child(args, compiled, size_steps, refs, left or 3600)
-                except Exception as exc:  # noqa: BLE001
-                    rows += [dict(size=size_label(s), path=n, steps=size_steps[s], error=first_line(exc))
-                             for s in args.size for n in compiled]
-            fuser.model.to(device)
+def time_compiled(fuser, switch, compiled, args, device, size_steps, refs) -> list:
+    """Time the compiled paths (in a child process with --isolate_compile); returns their rows."""
+    rows = []
+    left = (args.deadline - (time.perf_counter() - START)) if args.deadline else None
+    if args.isolate_compile:
+        fuser.model.to("cpu")  # leave the GPU to the child
+        free_memory(device)
+        if left is not None and left < 60:
+            rows += [dict(size=size_label(s), path=n, steps=size_steps[s],
+                          error=f"skipped: {left:.0f} s left before the suite deadline")
+                     for s in args.size for n in compiled]
         else:
-            for size in args.size:
-                pair = grey_pair(size, args.seed)
-                for name in compiled:
-                    row = measure(fuser, switch, name, size, pair, size_steps[size], args, device)
-                    compare(row, refs.get(row["size"]))
-                    progress(row)
-                    rows.append(row)
+            try:
+                rows += run_compiled_in_child(args, compiled, size_steps, refs, left or 3600)
+            except Exception as exc:  # noqa: BLE001
+                rows += [dict(size=size_label(s), path=n, steps=size_steps[s], error=first_line(exc))
+                         for s in args.size for n in compiled]
+        fuser.model.to(device)
+    else:
+        for size in args.size:
+            pair = gray_pair(size, args.seed)
+            for name in compiled:
+                row = measure(fuser, switch, name, size, pair, size_steps[size], args, device)
+                compare(row, refs.get(row["size"]))
+                progress(row)
+                rows.append(row)
+    return rows
 
-    print_timing("sampler timing" + (", compiled paths" if rows_printed else ""), rows[rows_printed:])
+
+def log_notes(device, card, peaks) -> None:
+    """What the timing table's columns mean."""
     log("\ns/step: the whole sampler step (UNet + EM + FFTs), median of --repeat runs; s/image @100 steps "
         "= 100 x s/step, extrapolated, not timed; x legacy: legacy fp32 s/step / this path's; TFLOP/s: "
         "FLOPs of one UNet call / s/step.")
@@ -770,13 +794,6 @@ def main(argv=None) -> int:
     if card:
         log(f"% spec peak: against {card} spec-sheet dense peaks (fp32 non-tensor {peaks['fp32']:g}, "
             f"tf32 {peaks['tf32']:g}, bf16/fp16 {peaks['bf16']:g} TFLOP/s), not measured peaks.")
-
-    if args.memory_sweep and sweep_rows is None:
-        log("\n## memory sweep (progress)")
-        sweep_rows = memory_sweep(fuser, switch, args.sweep_sizes, args.sweep_paths.split(","), device, args)
-        print_sweep(sweep_rows, device, md)
-    log(f"\ntotal wall time {time.perf_counter() - START:.0f} s")
-    return 0
 
 
 def print_sweep(sweep_rows, device, md) -> None:

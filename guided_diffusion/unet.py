@@ -10,7 +10,7 @@ produces the release's numbers. Two things are added:
   (``torch.nn.functional.scaled_dot_product_attention``) and ``auto`` (sdpa: the fastest here
   on CUDA and, with torch 2.13, on the CPU too -- 1.29 s vs chunked 1.85 s and legacy 4.79 s
   for the tiny UNet at 288x512 on 2 threads);
-* :func:`create_model` loads ``model_path`` through :mod:`util.checkpoint`, which refuses any
+* :func:`create_model` loads ``model_path`` through :mod:`guided_diffusion.checkpoint`, which refuses any
   file that does not fit instead of silently keeping random weights.
 """
 from __future__ import annotations
@@ -573,8 +573,8 @@ def create_model(
     the output channels (mean and variance). ``use_fp16`` is supported as in the release: the
     torso's convolutions become float16 after loading (see :class:`UNetModel`).
 
-    A non-empty ``model_path`` is loaded with :func:`util.checkpoint.load_checkpoint`; any
-    mismatch raises :class:`util.checkpoint.CheckpointError` (never random weights). The
+    A non-empty ``model_path`` is loaded with :func:`guided_diffusion.checkpoint.load_checkpoint`; any
+    mismatch raises :class:`guided_diffusion.checkpoint.CheckpointError` (never random weights). The
     network is then built on the ``meta`` device and the checkpoint tensors are assigned, so
     the 2.2 GB model is neither randomly initialised nor held twice.
     """
@@ -598,7 +598,7 @@ def create_model(
         attention=attention,
     )
     if model_path:
-        from util.checkpoint import load_checkpoint
+        from .checkpoint import load_checkpoint
 
         with torch.device("meta"):
             model = UNetModel(**model_kwargs)

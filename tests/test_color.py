@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from util.color import (luma_bt601, rgb_from_ycbcr_full, rgb_to_ycbcr_over_255,
+from ddfm.color import (luma_bt601, rgb_from_ycbcr_full, rgb_to_ycbcr_over_255,
                         ycbcr_full_from_rgb, ycbcr_over_255_to_rgb)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from guided_diffusion.em import em_init, em_step, psf2otf
+from ddfm.em import em_init, em_step, psf2otf
 
 STATE_KEYS = ("C", "D", "F1", "F2", "H")
 

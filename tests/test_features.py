@@ -9,7 +9,7 @@ from PIL import Image
 
 import sample
 from ddfm import FuseOptions, Fuser, load_source
-from util.color import rgb_from_ycbcr_full, ycbcr_full_from_rgb
+from ddfm.color import rgb_from_ycbcr_full, ycbcr_full_from_rgb
 from util.presets import available, load_preset
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import yaml
+
+from guided_diffusion.diffusion import SamplerOptions
+from util.options import option
 
 
 class ConfigError(ValueError):
@@ -45,6 +49,14 @@ def load_yaml(path: Union[str, Path]) -> dict:
     return data
 
 
+def parse_respacing(text):
+    """A --steps value: digits as an int (that many steps), anything else as written."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    return int(text) if text.isdigit() else text
+
+
 def _type_name(tp) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
@@ -66,8 +78,15 @@ def _check(value: Any, tp, where: str, key: str):
     raise ConfigError(f"{where}: key '{key}' must be {names}, got {value!r}")
 
 
+def _allowed_types(tp) -> tuple:
+    """int -> (int,); Optional[Union[int, str]] -> (int, str, NoneType): what _check accepts."""
+    args = typing.get_args(tp)
+    return tuple(args) if typing.get_origin(tp) is Union else (tp,)
+
+
 def _build(cls, data: dict, where: str):
     known = {f.name: f for f in fields(cls)}
+    types = {name: _allowed_types(tp) for name, tp in typing.get_type_hints(cls).items()}
     for key in data:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
@@ -76,7 +95,7 @@ def _build(cls, data: dict, where: str):
     values = {}
     for name, field in known.items():
         if name in data:
-            values[name] = _check(data[name], cls.TYPES[name], where, name)
+            values[name] = _check(data[name], types[name], where, name)
         elif field.default is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing key '{name}'")
     obj = cls(**values)
@@ -126,13 +145,6 @@ class ModelConfig:
     use_new_attention_order: bool = False
     model_path: Optional[str] = None
 
-    TYPES = dict(image_size=int, num_channels=int, num_res_blocks=int, channel_mult=str,
-                 learn_sigma=bool, class_cond=bool, use_checkpoint=bool,
-                 attention_resolutions=str, num_heads=int, num_head_channels=int,
-                 num_heads_upsample=int, use_scale_shift_norm=bool, dropout=float,
-                 resblock_updown=bool, use_fp16=bool, use_new_attention_order=bool,
-                 model_path=(str, type(None)))
-
     def validate(self, where):
         for key in ("image_size", "num_channels", "num_res_blocks"):
             if getattr(self, key) <= 0:
@@ -160,22 +172,14 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DiffusionConfig:
-    """The released ``diffusion_config.yaml`` keys, plus ``eta`` (DDIM eta; 0.0 as released)."""
-    sampler: str = "ddim"
+class DiffusionConfig(SamplerOptions):
+    """The released ``diffusion_config.yaml`` keys, plus ``eta`` (DDIM eta; 0.0 as released):
+    the sampler's options (inherited) and the schedule's."""
     steps: int = 1000
     noise_schedule: str = "linear"
-    model_mean_type: str = "epsilon"
-    model_var_type: str = "learned_range"
-    dynamic_threshold: bool = False
-    clip_denoised: bool = True
-    rescale_timesteps: bool = False
-    timestep_respacing: Optional[Union[int, str]] = None
-    eta: float = 0.0
-
-    TYPES = dict(sampler=str, steps=int, noise_schedule=str, model_mean_type=str,
-                 model_var_type=str, dynamic_threshold=bool, clip_denoised=bool,
-                 rescale_timesteps=bool, timestep_respacing=(int, str, type(None)), eta=float)
+    timestep_respacing: Optional[Union[int, str]] = option(
+        None, flag="steps", parse=parse_respacing,
+        help="timestep_respacing override: 100, 25, '10,5,5', ddim50")
 
     def validate(self, where, names: Optional[dict] = None):
         """``names`` shows keys as the caller spells them (e.g. timestep_respacing -> --steps)."""

@@ -17,6 +17,7 @@ Standard library and tqdm only.
 """
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import re
@@ -123,7 +124,6 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
     split = urllib.parse.urlsplit(url)
     if split.scheme.lower() not in ("http", "https") or not split.hostname:
         raise DownloadError(f"invalid URL {url!r} for {dest}: give an http:// or https:// URL")
-    host = split.hostname
     by_hand = f"download {url} by hand to {dest}"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -134,61 +134,70 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
         raise DownloadError(f"{dest} is a folder; remove it or choose another file name")
 
     state = _State(expected_size)  # state.total: the size the whole file must have, once known
-    failures = 0
-    last_problem = ""
     bar = tqdm(total=expected_size, initial=0, unit="B", unit_scale=True, unit_divisor=1024,
                desc=dest.name, disable=not progress, leave=False, dynamic_ncols=True)
-
-    def kept() -> str:
-        size = _file_size(part)
-        if size:
-            return (f"; the partial file {part} ({_size_text(size)} bytes) is kept: "
-                    "run again to resume")
-        return ""
-
     try:
-        while True:
-            offset = _file_size(part)
-            if state.total is not None and offset > state.total:
-                _unlink(part)  # stale part from another file: start over
-                offset = 0
-            if expected_size and offset == expected_size:
-                break  # already whole: no network needed
-            bar.reset(total=state.total)
-            bar.update(offset)
-            try:
-                _fetch(url, part, offset, state, expected_size, timeout, chunk_size, bar, dest)
-                break
-            except _Transient as exc:
-                last_problem = str(exc)
-                failures += 1
-                if failures > retries:
-                    got = _file_size(part)
-                    if state.total is not None and got < state.total:
-                        raise DownloadError(
-                            f"incomplete download of {url}: short file, {_size_text(got)} of "
-                            f"{_size_text(state.total)} bytes after {failures} attempt(s) "
-                            f"(last: {last_problem}){kept()}; or {by_hand}") from None
-                    raise DownloadError(
-                        f"download of {url} failed after {failures} attempt(s) "
-                        f"(last: {last_problem}){kept()}; or {by_hand}") from None
-                time.sleep(min(30.0, RETRY_BACKOFF_S * 2 ** (failures - 1)))
-            except urllib.error.URLError as exc:  # cannot connect at all: do not retry
-                raise DownloadError(f"cannot reach {host}: {_reason(exc)}; {by_hand}"
-                                    f"{kept()}") from None
+        _fetch_with_retries(url, dest, part, state, expected_size, timeout, chunk_size, retries, bar)
     finally:
         bar.close()
 
     final = _file_size(part)
     if state.total is not None and final != state.total:  # pragma: no cover - defensive
         raise DownloadError(f"size check failed for {url}: {_size_text(final)} bytes, expected "
-                            f"{_size_text(state.total)}{kept()}; or {by_hand}")
+                            f"{_size_text(state.total)}{_kept(part)}; or {by_hand}")
     try:
         os.replace(part, dest)
     except OSError as exc:
         raise DownloadError(f"cannot rename {part} to {dest}: {_reason(exc)}; "
                             f"rename it by hand") from None
     return dest
+
+
+def _kept(part: Path) -> str:
+    size = _file_size(part)
+    if size:
+        return (f"; the partial file {part} ({_size_text(size)} bytes) is kept: "
+                "run again to resume")
+    return ""
+
+
+def _fetch_with_retries(url: str, dest: Path, part: Path, state: _State, expected_size: int | None,
+                        timeout: float, chunk_size: int, retries: int, bar: tqdm) -> None:
+    """Fetch into ``part`` until it is whole, resuming after each transient failure."""
+    host = urllib.parse.urlsplit(url).hostname
+    by_hand = f"download {url} by hand to {dest}"
+    failures = 0
+    last_problem = ""
+    kept = functools.partial(_kept, part)
+    while True:
+        offset = _file_size(part)
+        if state.total is not None and offset > state.total:
+            _unlink(part)  # stale part from another file: start over
+            offset = 0
+        if expected_size and offset == expected_size:
+            break  # already whole: no network needed
+        bar.reset(total=state.total)
+        bar.update(offset)
+        try:
+            _fetch(url, part, offset, state, expected_size, timeout, chunk_size, bar, dest)
+            break
+        except _Transient as exc:
+            last_problem = str(exc)
+            failures += 1
+            if failures > retries:
+                got = _file_size(part)
+                if state.total is not None and got < state.total:
+                    raise DownloadError(
+                        f"incomplete download of {url}: short file, {_size_text(got)} of "
+                        f"{_size_text(state.total)} bytes after {failures} attempt(s) "
+                        f"(last: {last_problem}){kept()}; or {by_hand}") from None
+                raise DownloadError(
+                    f"download of {url} failed after {failures} attempt(s) "
+                    f"(last: {last_problem}){kept()}; or {by_hand}") from None
+            time.sleep(min(30.0, RETRY_BACKOFF_S * 2 ** (failures - 1)))
+        except urllib.error.URLError as exc:  # cannot connect at all: do not retry
+            raise DownloadError(f"cannot reach {host}: {_reason(exc)}; {by_hand}"
+                                f"{kept()}") from None
 
 
 def _parse_total_200(resp) -> int | None:
@@ -212,35 +221,8 @@ def _fetch(url: str, part: Path, offset: int, state: _State, expected_size: int 
         request = urllib.request.Request(url, headers=headers)
         resp = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        code = exc.code
-        content_range = exc.headers.get("Content-Range", "") if exc.headers else ""
-        exc.close()
-        if code == 416 and offset:
-            m = _UNSATISFIED_RANGE.search(content_range)
-            server_total = int(m.group(1)) if m else None
-            if (server_total is not None and expected_size is not None
-                    and server_total != expected_size):
-                raise DownloadError(
-                    f"{url} is {server_total:,} bytes on the server but {expected_size:,} "
-                    f"were expected (short or different file); nothing was kept as {dest}; "
-                    "check the URL")
-            if server_total is not None and server_total == offset and (
-                    state.total is None or state.total == server_total):
-                state.total = server_total
-                return  # the part already holds the whole file
-            if (server_total is not None and state.total is not None
-                    and server_total < state.total):
-                raise DownloadError(
-                    f"incomplete download of {url}: short file, the server announced "
-                    f"{state.total:,} bytes but now reports {server_total:,}; the partial file "
-                    f"{part} is kept: delete it to start over, or {by_hand}")
-            _unlink(part)  # part is larger than the file, or the file changed: start over
-            raise _Transient(f"server refused to resume at byte {offset:,} (HTTP 416); "
-                             "restarting from zero")
-        if code in (408, 429) or code >= 500:
-            raise _Transient(f"HTTP {code} {_one_line(exc.reason)}")
-        raise DownloadError(f"HTTP {code} {_one_line(exc.reason)} for {url}; check the URL, "
-                            f"or {by_hand}") from None
+        _http_error(exc, url, part, offset, state, expected_size, dest, by_hand)
+        return  # HTTP 416 for a part that already holds the whole file
     except urllib.error.URLError as exc:
         if _is_transient_connect_error(exc):
             raise _Transient(_reason(exc)) from None
@@ -251,75 +233,127 @@ def _fetch(url: str, part: Path, offset: int, state: _State, expected_size: int 
         raise DownloadError(f"invalid URL {url!r}: {_one_line(exc)}; give an http(s) URL") from None
 
     with resp:
-        status = getattr(resp, "status", None) or resp.getcode()
-        length = _parse_total_200(resp)  # bytes in this response body, when announced
-        if status == 206:
-            m = _CONTENT_RANGE.search(resp.headers.get("Content-Range", ""))
-            start = int(m.group(1)) if m else offset
-            server_total = int(m.group(3)) if m and m.group(3) != "*" else None
-            if start != offset:
-                _unlink(part)
-                raise _Transient(f"server resumed at byte {start:,} instead of {offset:,}; "
-                                 "restarting from zero")
-        else:
-            start = 0
-            server_total = length
-            if offset:
-                offset = 0  # the server ignored Range: the body is the whole file again
-                bar.reset(total=server_total)
+        offset, end = _response_range(resp, url, part, offset, state, expected_size, bar, dest)
+        _copy_body(resp, part, offset, end, chunk_size, bar)
+    _check_complete(url, part, state, end, expected_size)
 
-        if server_total is not None:
-            if expected_size is not None and server_total != expected_size:
-                raise DownloadError(
-                    f"{url} is {server_total:,} bytes on the server but {expected_size:,} "
-                    f"were expected (short or different file); nothing was kept as {dest}; "
-                    "check the URL")
-            if state.total is not None and server_total != state.total and status == 206:
-                # The file changed on the server since the part was started: start over.
-                previous, state.total = state.total, server_total
-                _unlink(part)
-                raise _Transient(f"server size changed from {previous:,} to "
-                                 f"{server_total:,} bytes; restarting from zero")
-            # (A 200 body is the whole file, written from zero: its size simply becomes the target.)
+
+def _http_error(exc, url: str, part: Path, offset: int, state: _State, expected_size: int | None,
+                dest: Path, by_hand: str) -> None:
+    """An HTTP error status: return when a 416 means the part is already whole, else raise
+    :class:`_Transient` or :class:`DownloadError`."""
+    code = exc.code
+    content_range = exc.headers.get("Content-Range", "") if exc.headers else ""
+    exc.close()
+    if code == 416 and offset:
+        m = _UNSATISFIED_RANGE.search(content_range)
+        server_total = int(m.group(1)) if m else None
+        if (server_total is not None and expected_size is not None
+                and server_total != expected_size):
+            raise DownloadError(
+                f"{url} is {server_total:,} bytes on the server but {expected_size:,} "
+                f"were expected (short or different file); nothing was kept as {dest}; "
+                "check the URL")
+        if server_total is not None and server_total == offset and (
+                state.total is None or state.total == server_total):
             state.total = server_total
-            bar.total = server_total
-            bar.refresh()
-        end = start + length if length is not None else state.total
+            return  # the part already holds the whole file
+        if (server_total is not None and state.total is not None
+                and server_total < state.total):
+            raise DownloadError(
+                f"incomplete download of {url}: short file, the server announced "
+                f"{state.total:,} bytes but now reports {server_total:,}; the partial file "
+                f"{part} is kept: delete it to start over, or {by_hand}")
+        _unlink(part)  # part is larger than the file, or the file changed: start over
+        raise _Transient(f"server refused to resume at byte {offset:,} (HTTP 416); "
+                         "restarting from zero")
+    if code in (408, 429) or code >= 500:
+        raise _Transient(f"HTTP {code} {_one_line(exc.reason)}")
+    raise DownloadError(f"HTTP {code} {_one_line(exc.reason)} for {url}; check the URL, "
+                        f"or {by_hand}") from None
 
+
+def _response_range(resp, url: str, part: Path, offset: int, state: _State,
+                    expected_size: int | None, bar: tqdm, dest: Path) -> tuple[int, int | None]:
+    """Check the response's status and announced size against the part and the expected
+    size; return (the offset its body starts at, the byte its body ends at or None)."""
+    status = getattr(resp, "status", None) or resp.getcode()
+    length = _parse_total_200(resp)  # bytes in this response body, when announced
+    if status == 206:
+        m = _CONTENT_RANGE.search(resp.headers.get("Content-Range", ""))
+        start = int(m.group(1)) if m else offset
+        server_total = int(m.group(3)) if m and m.group(3) != "*" else None
+        if start != offset:
+            _unlink(part)
+            raise _Transient(f"server resumed at byte {start:,} instead of {offset:,}; "
+                             "restarting from zero")
+    else:
+        start = 0
+        server_total = length
+        if offset:
+            offset = 0  # the server ignored Range: the body is the whole file again
+            bar.reset(total=server_total)
+
+    if server_total is not None:
+        if expected_size is not None and server_total != expected_size:
+            raise DownloadError(
+                f"{url} is {server_total:,} bytes on the server but {expected_size:,} "
+                f"were expected (short or different file); nothing was kept as {dest}; "
+                "check the URL")
+        if state.total is not None and server_total != state.total and status == 206:
+            # The file changed on the server since the part was started: start over.
+            previous, state.total = state.total, server_total
+            _unlink(part)
+            raise _Transient(f"server size changed from {previous:,} to "
+                             f"{server_total:,} bytes; restarting from zero")
+        # (A 200 body is the whole file, written from zero: its size simply becomes the target.)
+        state.total = server_total
+        bar.total = server_total
+        bar.refresh()
+    end = start + length if length is not None else state.total
+    return offset, end
+
+
+def _copy_body(resp, part: Path, offset: int, end: int | None, chunk_size: int, bar: tqdm) -> None:
+    """Append the response body to ``part`` (from ``offset``; truncating when 0), synced."""
+    try:
+        fh = open(part, "ab" if offset else "wb")
+    except OSError as exc:
+        raise DownloadError(f"cannot write {part}: {_reason(exc)}; choose a writable "
+                            "location with enough free space") from None
+    with fh:
+        pos = offset
         try:
-            fh = open(part, "ab" if offset else "wb")
-        except OSError as exc:
-            raise DownloadError(f"cannot write {part}: {_reason(exc)}; choose a writable "
-                                "location with enough free space") from None
-        with fh:
-            pos = offset
-            try:
-                while True:
-                    if end is not None and pos >= end:
-                        break
-                    want = chunk_size if end is None else min(chunk_size, end - pos)
-                    try:
-                        chunk = resp.read(want)
-                    except (OSError, http.client.HTTPException) as exc:
-                        raise _Transient(f"connection lost at byte {pos:,}: {_reason(exc)}") \
-                            from None
-                    if not chunk:
-                        break
-                    try:
-                        fh.write(chunk)
-                    except OSError as exc:
-                        raise DownloadError(
-                            f"cannot write {part}: {_reason(exc)}; free disk space and run "
-                            "again to resume") from None
-                    pos += len(chunk)
-                    bar.update(len(chunk))
-            finally:
+            while True:
+                if end is not None and pos >= end:
+                    break
+                want = chunk_size if end is None else min(chunk_size, end - pos)
                 try:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                except OSError:
-                    pass
+                    chunk = resp.read(want)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _Transient(f"connection lost at byte {pos:,}: {_reason(exc)}") \
+                        from None
+                if not chunk:
+                    break
+                try:
+                    fh.write(chunk)
+                except OSError as exc:
+                    raise DownloadError(
+                        f"cannot write {part}: {_reason(exc)}; free disk space and run "
+                        "again to resume") from None
+                pos += len(chunk)
+                bar.update(len(chunk))
+        finally:
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:
+                pass
 
+
+def _check_complete(url: str, part: Path, state: _State, end: int | None,
+                    expected_size: int | None) -> None:
+    """Raise unless ``part`` now holds exactly the whole file."""
     got = _file_size(part)
     target = state.total if state.total is not None else end
     if target is not None and got < target:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from util.fileio import atomic_path
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # ITU-R BT.601 luma weights, the ones OpenCV's COLOR_BGR2GRAY uses.
@@ -126,22 +128,9 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if array.dtype != np.uint8:
         raise TypeError(f"write_png_atomic expects uint8, got {array.dtype}")
-    # Named before it exists, so an interrupt at any point (even inside open) is cleaned up;
-    # the pid keeps concurrent processes apart. A run killed outright leaves ".*.tmp" files,
-    # which sample.py removes on its next start.
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:  # see util.fileio: named before it exists, pid-distinct
         with open(tmp, "wb") as fh:
             Image.fromarray(array).save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,18 +191,7 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
     """
     root = Path(input_dir)
     name_a, name_b = modalities
-    if not root.is_dir():
-        raise ImageError(f"{root}: input folder not found; pass --input DIR holding {name_a}/ and {name_b}/")
-    dirs = []
-    for name in (name_a, name_b):
-        folder = root / name
-        if not folder.is_dir():
-            present = sorted(p.name for p in root.iterdir() if p.is_dir())
-            holds = f" ({root} holds: {', '.join(present)})" if present else ""
-            raise ImageError(f"{folder}: modality folder not found{holds}; put the pairs in "
-                             f"{root}/{name_a}/ and {root}/{name_b}/, or name the two folders "
-                             "with --modalities A,B")
-        dirs.append(folder)
+    dirs = _modality_folders(root, name_a, name_b)
     files_a = sorted((p for p in dirs[0].iterdir() if _listed(p)), key=lambda p: p.name)
     files_b = sorted((p for p in dirs[1].iterdir() if _listed(p)), key=lambda p: p.name)
     if not files_a and not files_b:
@@ -250,11 +228,51 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
         if b not in used:
             problems.append(link_problem_line(b) or
                             f"{b}: no partner named {b.name} in {dirs[0]}; add it or remove this file")
-    stems = {}
+    return _one_pair_per_stem(pairs, problems), problems
+
+
+def _modality_folders(root: Path, name_a: str, name_b: str) -> list[Path]:
+    """``root/name_a`` and ``root/name_b``; ImageError naming what is there when one is missing."""
+    if not root.is_dir():
+        raise ImageError(f"{root}: input folder not found; pass --input DIR holding {name_a}/ and {name_b}/")
+    dirs = []
+    for name in (name_a, name_b):
+        folder = root / name
+        if not folder.is_dir():
+            present = sorted(p.name for p in root.iterdir() if p.is_dir())
+            holds = f" ({root} holds: {', '.join(present)})" if present else ""
+            raise ImageError(f"{folder}: modality folder not found{holds}; put the pairs in "
+                             f"{root}/{name_a}/ and {root}/{name_b}/, or name the two folders "
+                             "with --modalities A,B")
+        dirs.append(folder)
+    return dirs
+
+
+def _one_pair_per_stem(pairs: list[Pair], problems: list[str]) -> list[Pair]:
+    """Pairs whose output name is already taken are dropped, each with a problem line."""
+    stems: dict = {}
     for pair in pairs:
         stems.setdefault(pair.stem, []).append(pair)
     for stem, group in stems.items():
         if len(group) > 1:
             problems.append(f"{group[1].a}: same output name '{stem}' as {group[0].a}; rename one")
             pairs = [p for p in pairs if p not in group[1:]]
-    return pairs, problems
+    return pairs
+
+
+def images_by_stem(folder: str | os.PathLike) -> dict[str, list[Path]]:
+    """The image files of a folder by name stem, sorted (a stem may map to several files)."""
+    out: dict[str, list[Path]] = {}
+    for p in sorted(Path(folder).iterdir()):
+        if is_image_file(p):
+            out.setdefault(p.stem, []).append(p)
+    return out
+
+
+def files_for_stem(images: dict[str, list[Path]], stem: str) -> list[Path] | None:
+    """The files of ``images`` (from :func:`images_by_stem`) named like a source of stem
+    ``stem``: that stem, else the text before its first dot (the released sample.py names its
+    output so)."""
+    if stem in images:
+        return images[stem]
+    return images.get(stem.split(".")[0])

@@ -12,8 +12,12 @@ The output side (``luma_bt601``) is OpenCV's float ``COLOR_RGB2YCrCb`` Y channel
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
+
+from ddfm.sources import Source
 
 # scikit-image's ycbcr_from_rgb (rows: Y, Cb, Cr; columns: R, G, B).
 YCBCR_FROM_RGB = np.array([[65.481, 128.553, 24.966],
@@ -79,3 +83,26 @@ def rgb_from_ycbcr_full(ycbcr: torch.Tensor) -> torch.Tensor:
     g = y - 0.714 * cr - 0.344 * cb
     b = y + 1.773 * cb
     return torch.cat([r, g, b], dim=1)
+
+
+def color_source(ir: Source, vis: Source) -> Optional[Source]:
+    """Where chroma comes from: the visible-role image if it has colour (infrared-visible),
+    else the infrared-role image if it has (PET/SPECT pseudo-colour), else none (grey)."""
+    for candidate in (vis, ir):
+        if candidate.has_chroma:
+            return candidate
+    return None
+
+
+def colorize(gray: np.ndarray, ir: Source, vis: Source, height: int, width: int) -> np.ndarray:
+    """Fused luminance with the colour source's chroma: Y = the fused grey, Cb/Cr = those of
+    the colour source (full-range BT.601, the field's convention), back to 8-bit RGB. With no
+    colour source the grey result is returned as RGB (grey stays grey)."""
+    source = color_source(ir, vis)
+    if source is None:
+        return np.repeat(gray[..., None], 3, axis=2)
+    src = torch.from_numpy(source.rgb[:height, :width].astype(np.float32)).permute(2, 0, 1)[None]
+    ycbcr = ycbcr_full_from_rgb(src)
+    ycbcr[:, 0] = torch.from_numpy(gray.astype(np.float32))
+    rgb = rgb_from_ycbcr_full(ycbcr)[0].permute(1, 2, 0)
+    return torch.round(rgb).clamp(0, 255).to(torch.uint8).numpy()

@@ -1,6 +1,6 @@
 """One EM iteration of DDFM's hierarchical Bayesian fusion model (paper Sec. 3.3, Algorithm 1).
 
-With ``y = ir - vis`` and ``x = f - vis`` the likelihood subproblem is
+With ``y = I - V`` and ``x = f - V`` the likelihood subproblem is
 
     min_x  ||y - x||_1 + phi * ||grad x||_1                                   (paper Eq. 13)
 
@@ -11,11 +11,12 @@ differences. Per diffusion step DDFM runs one iteration:
 
     E-step  C, D, tau_a, tau_b from the current x                               (Eqs. 18-21)
     M-step  H by the FFT-solved TV proximal step, F1/F2, then x in closed form  (Eqs. 23-25)
-    output  f = ir - x   (as released; see ``em_roles`` in sample.py for which image is "ir")
+    output  f = I - x   (as released)
 
-Names: the release calls these arrays I (our ``ir``), V (``vis``), f_pre (``f_pre``), HyperP
+Names: the release calls these arrays I (our ``i_src``), V (``v_src``), f_pre (``f_pre``), HyperP
 (``EMState``) and LAMBDA/RHO (``lamb``/``rho``). The release passes the *visible* image as I and
-the *infrared* one as V; that choice is made by the caller (``em_roles``), not here.
+the *infrared* one as V; that choice is made by the caller (``em_roles``, see
+:data:`ddfm.options.EM_ROLES` and :func:`ddfm.fusion.em_role_images`), not here.
 
 All tensors are (N, 1, H, W) float32 on one device; tau_a/tau_b are kept per image,
 (N, 1, 1, 1), so a batch of N pairs gives each pair exactly what a batch of one gives it
@@ -26,6 +27,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
+from ddfm.options import FuseOptions
 
 
 class EMOperators(NamedTuple):
@@ -100,13 +103,15 @@ def _image_mean(t: torch.Tensor) -> torch.Tensor:
     return t.mean(dim=(1, 2, 3), keepdim=True)
 
 
-def em_step(f_pre: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor, state: EMState,
-            lamb: float = 0.5, rho: float = 0.001) -> tuple[torch.Tensor, EMState]:
-    """One EM iteration. ``f_pre``: the fused-luminance estimate from the diffusion x0, in the
-    same units as ``ir`` and ``vis`` ((N,1,H,W), [-1,1]); returns the corrected estimate and
-    the new state. Pure: the inputs are not modified."""
-    y = ir - vis
-    x = f_pre - vis
+def em_step(f_pre: torch.Tensor, i_src: torch.Tensor, v_src: torch.Tensor, state: EMState,
+            lamb: float = FuseOptions.lamb, rho: float = FuseOptions.rho) -> tuple[torch.Tensor, EMState]:
+    """One EM iteration. ``i_src``, ``v_src``: the sources in the release's I and V roles
+    (``em_roles="release"``: I = the visible image, V = the infrared one; ``"paper"``: the other
+    way round). ``f_pre``: the fused-luminance estimate from the diffusion x0, in the same units
+    ((N,1,H,W), [-1,1]). Returns the corrected estimate and the new state. Pure: the inputs are
+    not modified."""
+    y = i_src - v_src
+    x = f_pre - v_src
 
     # E-step: latent scales of x (D) and of y - x (C), then their hyper-parameters.
     # The 1e-6 sits inside the square for D but inside the difference for C, as released.
@@ -123,5 +128,5 @@ def em_step(f_pre: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor, state: EMS
     F2 = shrink * _backward_difference(H, dim=2)
     x = (2 * C * y + rho * (y - H)) / (2 * C + 2 * D + rho)
 
-    fused = ir - x
+    fused = i_src - x
     return fused, EMState(C=C, D=D, F1=F1, F2=F2, H=H, tau_a=tau_a, tau_b=tau_b, ops=state.ops)

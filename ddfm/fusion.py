@@ -4,47 +4,34 @@ fused result as 8-bit grey. No files here (``util/images.py``), no argument pars
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 
+from ddfm.color import luma_bt601, rgb_to_ycbcr_over_255, ycbcr_over_255_to_rgb
+from ddfm.em import em_init, em_step
+from ddfm.options import EM_ROLES, FuseOptions
 from guided_diffusion.diffusion import SamplerOptions, Schedule, sample, seeded_noise
-from guided_diffusion.em import em_init, em_step
-from util.color import luma_bt601, rgb_to_ycbcr_over_255, ycbcr_over_255_to_rgb
-
-# Which source plays which role in the EM model (y = I - V, x = f - V, f = I - x):
-#   "release": I = the visible image (vi/), V = the infrared image (ir/), as the released code
-#              passes them (its sample.py reads vi/ into `inf_img` and ir/ into `vis_img`);
-#   "paper":   I = infrared, V = visible, the assignment the paper's Eq. 13 describes.
-EM_ROLES = ("release", "paper")
 
 
 class FusionError(RuntimeError):
     """A pair that could not be fused (for example a non-finite sample)."""
 
 
-@dataclass(frozen=True)
-class FusionOptions:
-    lamb: float = 0.5
-    rho: float = 0.001
-    em_roles: str = "release"
-
-
-def em_hook(ir: torch.Tensor, vis: torch.Tensor, fusion: FusionOptions):
+def em_hook(ir: torch.Tensor, vis: torch.Tensor, fusion: FuseOptions):
     """The x0 hook of DDFM and its initial state: one EM step on the luminance of x0.
 
     Luminance is the release's transform (studio-swing YCbCr of x0 in [-1, 1] as if it were
     [0, 1] RGB, over 255); the EM output replaces it and x0 goes back to RGB by the inverse.
     """
-    img_i, img_v = em_role_images(ir, vis, fusion.em_roles)
+    i_src, v_src = em_role_images(ir, vis, fusion.em_roles)
 
     def hook(x0_pred, step, state):
         ycbcr = rgb_to_ycbcr_over_255(x0_pred)
-        fused_y, state = em_step(ycbcr[:, :1], img_i, img_v, state, fusion.lamb, fusion.rho)
+        fused_y, state = em_step(ycbcr[:, :1], i_src, v_src, state, fusion.lamb, fusion.rho)
         return ycbcr_over_255_to_rgb(torch.cat([fused_y, ycbcr[:, 1:]], dim=1)), state
 
-    return hook, em_init(img_i)
+    return hook, em_init(i_src)
 
 
 def seeded_generators(seeds: Sequence[int], device) -> list[torch.Generator]:
@@ -55,14 +42,14 @@ def seeded_generators(seeds: Sequence[int], device) -> list[torch.Generator]:
 
 def initial_noise(generators: Sequence[torch.Generator], channels: int, height: int, width: int,
                   device) -> torch.Tensor:
-    """x_T, one (1, C, H, W) draw per image from its own generator (on the generator's
-    device), moved to ``device``."""
-    return torch.cat([torch.randn((1, channels, height, width), generator=g, device=g.device)
-                      for g in generators]).to(device)
+    """x_T, one (1, C, H, W) float32 draw per image from its own generator (on the generator's
+    device), moved to ``device``: the sampler's own per-image noise, drawn once more."""
+    like = torch.empty((len(generators), channels, height, width), dtype=torch.float32, device=device)
+    return seeded_noise(generators)(like)
 
 
 def fuse(model: Callable, sched: Schedule, opts: SamplerOptions, ir: torch.Tensor,
-         vis: torch.Tensor, seeds: Sequence[int], fusion: FusionOptions = FusionOptions(), *,
+         vis: torch.Tensor, seeds: Sequence[int], fusion: FuseOptions = FuseOptions(), *,
          callback: Optional[Callable[[dict], None]] = None, progress: bool = False,
          desc: str = "steps", noise_device=None) -> torch.Tensor:
     """Fuse a batch of grey pairs. ``ir``, ``vis``: (N, 1, H, W) in [-1, 1] on the run device;
@@ -89,7 +76,8 @@ def to_gray_uint8(rgb: torch.Tensor, rounding: str = "recon") -> torch.Tensor:
 
 
 def em_role_images(ir: torch.Tensor, vis: torch.Tensor, em_roles: str):
-    """(I, V) of the EM model for the chosen role assignment (see EM_ROLES)."""
+    """(i_src, v_src): the sources in the EM model's I and V roles for the chosen assignment
+    (see :data:`ddfm.options.EM_ROLES`): release -> (visible, infrared), paper -> (infrared, visible)."""
     if em_roles == "release":
         return vis, ir
     if em_roles == "paper":
@@ -97,16 +85,16 @@ def em_role_images(ir: torch.Tensor, vis: torch.Tensor, em_roles: str):
     raise ValueError(f"unknown em_roles {em_roles!r}: use one of {', '.join(EM_ROLES)}")
 
 
-def em_only_fusion(ir: torch.Tensor, vis: torch.Tensor, fusion: FusionOptions,
+def em_only_fusion(ir: torch.Tensor, vis: torch.Tensor, fusion: FuseOptions,
                    iterations: int) -> torch.Tensor:
     """The EM-only baseline (``--prior none``): the hierarchical Bayesian fusion model iterated
     on its own, with no diffusion prior. Starts from the mean of the two sources and feeds each
     EM output back as the next estimate. Returns the fused luminance (N, 1, H, W)."""
-    img_i, img_v = em_role_images(ir, vis, fusion.em_roles)
-    state = em_init(img_i)
-    fused = (img_i + img_v) / 2
+    i_src, v_src = em_role_images(ir, vis, fusion.em_roles)
+    state = em_init(i_src)
+    fused = (i_src + v_src) / 2
     for _ in range(iterations):
-        fused, state = em_step(fused, img_i, img_v, state, fusion.lamb, fusion.rho)
+        fused, state = em_step(fused, i_src, v_src, state, fusion.lamb, fusion.rho)
     return fused
 
 

@@ -1,0 +1,87 @@
+"""Command-line options generated from typed dataclasses: one entry per option.
+
+A dataclass field becomes a command-line option when its metadata holds ``help``:
+
+    seed: int = option(3407, help="seed, reset for every pair (default 3407)")
+
+Metadata keys (all optional but ``help``): ``choices``, ``flag`` (the option's name when it
+differs from the field's, without ``--``), ``aliases`` (older names still accepted), ``group``
+(which argument group lists it), ``cli_default`` (the parser's default when it differs from the
+field's: ``None`` for an override whose value comes from elsewhere unless given), ``parse`` (the
+argparse ``type`` when the field's type is not enough) and ``metavar`` (default: the flag
+in capitals). The type, the default and
+a ``store_true`` switch for a bool come from the field itself. :func:`values_of` reads the parsed
+values back into the dataclass's keyword arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import MISSING, Field
+from typing import Any, Iterable, Mapping, Optional
+
+
+def option(default: Any = MISSING, *, help: str, **meta) -> Any:
+    """A dataclass field that is also a command-line option (see the module docstring)."""
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
+def cli_fields(cls) -> list[Field]:
+    """The fields of ``cls`` that are command-line options, in declaration order."""
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def flag_of(f: Field) -> str:
+    return "--" + f.metadata.get("flag", f.name)
+
+
+def flag_names(cls) -> dict[str, str]:
+    """field name -> option name, for messages that name an option as the user wrote it."""
+    return {f.name: flag_of(f) for f in cli_fields(cls)}
+
+
+def _plain_type(tp):
+    """int for int / Optional[int]; None when the type is a union of several (then ``parse``)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Union:
+        return args[0] if len(args) == 1 else None
+    return tp
+
+
+def add_options(parser: argparse.ArgumentParser, cls, groups: Mapping[str, Any],
+                default_group: Optional[str] = None, overrides: bool = False) -> None:
+    """Add every option field of ``cls`` to ``groups[field's group or default_group]``
+    (argument groups of ``parser``; ``parser`` itself when the group is missing). With
+    ``overrides`` every option defaults to None: the value comes from elsewhere (a config file)
+    unless given, and :func:`values_of` with ``skip_none`` leaves it out."""
+    hints = typing.get_type_hints(cls)
+    for f in cli_fields(cls):
+        meta = f.metadata
+        target = groups.get(meta.get("group", default_group), parser)
+        default = None if overrides else meta.get("cli_default", f.default)
+        kwargs: dict = {"dest": f.name, "default": default, "help": meta["help"]}
+        tp = _plain_type(hints[f.name])
+        if tp is bool:
+            kwargs["action"] = "store_true"
+        else:
+            parse = meta.get("parse", tp if tp in (int, float) else None)
+            if parse is not None:
+                kwargs["type"] = parse
+            if "choices" in meta:
+                kwargs["choices"] = meta["choices"]
+            if "metavar" in meta or "flag" in meta:
+                kwargs["metavar"] = meta.get("metavar", meta.get("flag", "").upper())
+        target.add_argument(flag_of(f), *meta.get("aliases", ()), **kwargs)
+
+
+def values_of(cls, args: argparse.Namespace, skip_none: bool = False) -> dict:
+    """The keyword arguments of ``cls`` held by ``args`` (its option fields only); with
+    ``skip_none`` those left at None (overrides not given) are left out."""
+    values = {f.name: getattr(args, f.name) for f in cli_fields(cls)}
+    return {k: v for k, v in values.items() if v is not None} if skip_none else values
+
+
+def option_flags(classes: Iterable) -> list[str]:
+    """Every option name of ``classes``, in order (for help texts that list them)."""
+    return [flag_of(f) for cls in classes for f in cli_fields(cls)]
