@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import time
 
 # Fewer fragmentation failures near the memory limit (1024x768 bf16 then fits in 8 GiB of
 # allocations); read when CUDA first allocates, so setting it here is in time. Yours wins.
@@ -36,6 +38,10 @@ PRIORS = ("diffusion", "none")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SIZES = ("crop", "pad")
 NOISE_DEVICES = ("run", "cpu")
+BATCHED_UNET = ("auto", "on", "off")  # auto: one UNet call per batch under tf32/bf16/fp16, per pair in fp32
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile modes offered
+# where torch.compile's caches live unless --compile_cache or TORCHINDUCTOR_CACHE_DIR says otherwise
+DEFAULT_COMPILE_CACHE = Path("~/.cache/ddfm/inductor")
 ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
 
 
@@ -134,8 +140,9 @@ class Fuser:
                  precision: str = "fp32", compile: bool = False, channels_last: bool = False,
                  steps=None, eta: Optional[float] = None, sampler: Optional[str] = None,
                  em_iterations: Optional[int] = None, download_checkpoint: bool = False,
-                 allow_random_weights: bool = False, batched_unet: bool = False,
-                 noise_device: str = "run"):
+                 allow_random_weights: bool = False, batched_unet: Union[str, bool] = "auto",
+                 noise_device: str = "run", compile_mode: str = "default",
+                 compile_cache: Union[str, os.PathLike, None] = None):
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
         if precision not in PRECISIONS:
@@ -144,7 +151,15 @@ class Fuser:
         self.prior = prior
         self.precision = precision
         self.channels_last = channels_last
-        self.batched_unet = batched_unet
+        self.batched_unet = resolve_batched_unet(batched_unet, precision)
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+        if compile and compile_mode == "reduce-overhead" and self.device.type != "cuda":
+            raise ValueError(f"compile_mode reduce-overhead records CUDA graphs and needs a CUDA device, "
+                             f"not {self.device.type}; use compile_mode default")
+        self.compile_mode = compile_mode if compile else None
+        self.compile_cache = None      # the folder of torch.compile's caches, set when compiling
+        self.compile_seconds = None    # wall time of the first UNet call (compilation included)
         if noise_device not in NOISE_DEVICES:
             raise ValueError(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, got {noise_device!r}")
         # "run": noise drawn on the run device, as released (CUDA and CPU generators differ);
@@ -159,6 +174,7 @@ class Fuser:
         # the sampler's options are the diffusion config's keys of the same names
         self.sampler_options = SamplerOptions(**{f.name: getattr(d, f.name) for f in fields(SamplerOptions)})
         self.em_iterations = em_iterations if em_iterations is not None else self.schedule.num_steps
+        self.compile_cache_request = compile_cache
         self.model = None
         self.model_config = None
         self.size_multiple = 1  # the UNet's input sides must be multiples of this
@@ -191,7 +207,8 @@ class Fuser:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if compile:
-            model = torch.compile(model, dynamic=True)
+            self.compile_cache = configure_compile_cache(self.compile_cache_request)
+            model = torch.compile(model, dynamic=True, mode=self.compile_mode)
         return model
 
     def _autocast(self):
@@ -203,16 +220,38 @@ class Fuser:
     def model_fn(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The network as the sampler calls it, in the chosen precision; output float32.
 
-        A batch of pairs goes through the UNet one pair at a time unless ``batched_unet``:
+        A batch of pairs goes through the UNet one pair at a time unless ``batched_unet`` (the
+        default under tf32/bf16/fp16, see :func:`resolve_batched_unet`):
         convolution and GEMM kernels round differently at different batch sizes (seen here on
         the first 3x3 convolution, ~1e-6), so only per-pair calls make a pair's output
         identical whatever the batch. The EM step, FFTs and sampler updates stay batched."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.compile_mode is not None and self.compile_seconds is None:
+            return self._first_compiled_call(x, t)
         with self._autocast():
             if self.batched_unet or x.shape[0] == 1:
-                return self.model(x, t).float()
-            return torch.cat([self.model(x[k:k + 1], t[k:k + 1]) for k in range(x.shape[0])]).float()
+                out = self.model(x, t)
+            else:
+                out = torch.cat([self.model(x[k:k + 1], t[k:k + 1]) for k in range(x.shape[0])])
+        if self.compile_mode == "reduce-overhead":
+            # CUDA graphs replay into the same output buffers: keep this step's result our own
+            return out.float().clone()
+        return out.float()
+
+    def _first_compiled_call(self, x, t):
+        """The first call compiles the UNet: time it (synchronised) and say so, once."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        self.compile_seconds = 0.0  # so the call below runs the ordinary path
+        out = self.model_fn(x, t)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.compile_seconds = time.perf_counter() - start
+        _report(f"compile: {self.compile_seconds:.1f} s (first UNet call, compilation included; "
+                f"cache: {self.compile_cache})")
+        return out
 
     # -- geometry ----------------------------------------------------------------------------
     @staticmethod
@@ -321,6 +360,58 @@ def colorize(gray: np.ndarray, ir: Source, vis: Source, height: int, width: int)
     ycbcr[:, 0] = torch.from_numpy(gray.astype(np.float32))
     rgb = rgb_from_ycbcr_full(ycbcr)[0].permute(1, 2, 0)
     return torch.round(rgb).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def resolve_batched_unet(batched_unet: Union[str, bool], precision: str) -> bool:
+    """Whether a batch goes through the UNet in one call. ``auto`` (the default): yes under
+    tf32/bf16/fp16, which round differently from the release anyway; no in fp32, which stays
+    batch-invariant (a pair's output identical whatever the batch). ``on``/``off`` (or a bool)
+    force it."""
+    if isinstance(batched_unet, bool):
+        return batched_unet
+    if batched_unet not in BATCHED_UNET:
+        raise ValueError(f"batched_unet must be one of {', '.join(BATCHED_UNET)}, got {batched_unet!r}")
+    if batched_unet == "auto":
+        return precision != "fp32"
+    return batched_unet == "on"
+
+
+def configure_compile_cache(folder: Union[str, os.PathLike, None] = None) -> Path:
+    """Point torch.compile's on-disk caches (Inductor's FX graph cache and the AOTAutograd
+    cache, under ``TORCHINDUCTOR_CACHE_DIR``) at a persistent folder, before compiling, so a
+    later run reuses the compiled kernels. ``folder``: given > ``$TORCHINDUCTOR_CACHE_DIR`` >
+    ``~/.cache/ddfm/inductor``. Returns the folder used."""
+    if folder is not None:
+        path = Path(folder).expanduser()
+    elif os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        path = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).expanduser()
+    else:
+        path = DEFAULT_COMPILE_CACHE.expanduser()
+    path = path.resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"compile cache {path}: cannot create it ({exc.strerror}); "
+                         "give a writable folder with --compile_cache") from None
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") != str(path):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+        with contextlib.suppress(Exception):  # forget a folder an earlier compile resolved
+            from torch._inductor.utils import clear_caches
+            clear_caches()
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True
+    return path
+
+
+def _report(line: str) -> None:
+    """One diagnostic line on stderr, above any progress bar."""
+    try:
+        from tqdm.auto import tqdm
+        tqdm.write(line, file=sys.stderr)
+    except ImportError:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _set_tf32(enabled: bool) -> None:

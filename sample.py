@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddfm import PRECISIONS, PRIORS, SIZES, FuseOptions, Fuser, check_pair, load_source
+from ddfm import (BATCHED_UNET, COMPILE_MODES, PRECISIONS, PRIORS, SIZES, FuseOptions, Fuser,
+                  check_pair, load_source)
 from guided_diffusion.fusion import EM_ROLES, FusionError, to_gray_uint8
 from util.color import rgb_to_ycbcr_over_255
 from util.config import ConfigError
@@ -85,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gpu", type=int, default=0, help="CUDA device index (CPU when no CUDA)")
     g.add_argument("--batch", type=int, default=1,
                    help="pairs of the same size fused together (each with its own seeded noise)")
-    g.add_argument("--batched_unet", action="store_true",
-                   help="with --batch: one UNet call for the whole batch (faster on GPU for small "
-                        "images; equal to the per-pair result only to float rounding)")
+    g.add_argument("--batched_unet", choices=BATCHED_UNET, nargs="?", const="on", default="auto",
+                   help="with --batch: one UNet call for the whole batch (on; equal to the per-pair "
+                        "result to float rounding) or one per pair (off; outputs identical whatever the "
+                        "batch); auto (default) = on under tf32/bf16/fp16, off in fp32")
     g.add_argument("--noise_device", choices=("run", "cpu"), default="run",
                    help="where seeded noise is drawn: run = the run device (released; a GPU run then "
                         "differs from a CPU run), cpu = same numbers on every device")
@@ -95,7 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UNet precision: fp32 (faithful), tf32, bf16, fp16 (EM and FFT stay fp32)")
     g.add_argument("--attention", choices=("auto", "legacy", "sdpa", "chunked"), default="auto",
                    help="attention kernel: auto = SDPA; chunked = legacy maths 128 queries at a time (bit-identical to legacy); legacy = the original")
-    g.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet (the first step compiles; its time is printed)")
+    g.add_argument("--compile_mode", choices=COMPILE_MODES, default=None,
+                   help="with --compile: default, reduce-overhead (CUDA graphs; CUDA only) or max-autotune")
+    g.add_argument("--compile_cache", default=None, metavar="DIR",
+                   help="with --compile: folder of the compile caches, reused by later runs "
+                        "(default $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/ddfm/inductor)")
     g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
     g.add_argument("--download_checkpoint", action="store_true",
                    help="download the checkpoint without asking when it is missing")
@@ -139,6 +147,9 @@ def check_args(args) -> FuseOptions:
                                   ("--em_iters", args.em_iters, args.em_iters is None or args.em_iters >= 1, ">= 1")):
         if not ok:
             raise SetupError(f"{name} must be {rule}, got {value}")
+    for name in ("compile_mode", "compile_cache"):
+        if getattr(args, name) is not None and not args.compile:
+            raise SetupError(f"--{name} applies to a compiled UNet; add --compile or drop --{name}")
     try:
         return FuseOptions(seed=args.seed, lamb=args.lamb, rho=args.rho, em_roles=args.em_roles,
                            size=args.size, crop_multiple=args.crop_multiple, color=args.color).validate()
@@ -343,7 +354,8 @@ def run(args) -> int:
                           channels_last=args.channels_last, em_iterations=args.em_iters,
                           download_checkpoint=args.download_checkpoint,
                           allow_random_weights=args.allow_random_weights,
-                          batched_unet=args.batched_unet, noise_device=args.noise_device)
+                          batched_unet=args.batched_unet, noise_device=args.noise_device,
+                          compile_mode=args.compile_mode or "default", compile_cache=args.compile_cache)
         except ConfigError as exc:
             raise SetupError(str(exc)) from None
         except Exception as exc:
