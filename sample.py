@@ -109,6 +109,9 @@ def check_args(args) -> FuseOptions:
                                    args.em_iterations is None or args.em_iterations >= 1, ">= 1")):
         if not ok:
             raise SetupError(f"{name} must be {rule}, got {value}")
+    for name in ("compile_mode", "compile_cache"):
+        if getattr(args, name) is not None and not args.compile:
+            raise SetupError(f"--{name} applies to a compiled UNet; add --compile or drop --{name}")
     try:
         return FuseOptions(**values_of(FuseOptions, args)).validate()
     except ValueError as exc:

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Fidelity of a device against the golden fixtures (made on the CPU): runs sample.py on the
 golden pipeline cases with --noise_device cpu (so the device starts from the CPU's noise) and
-prints, per case, the largest trace differences and how many recon pixels match.
+prints, per case, the largest trace differences and how many recon pixels match the golden
+(the release's fp32) PNGs, with their PSNR. It runs on the CPU too (the fast paths' fidelity there).
 
     python benchmarks/gpu_fidelity.py [--attention auto] [--precision fp32]
+    python benchmarks/gpu_fidelity.py --precision bf16 --batch 3            # batched UNet (auto)
+    python benchmarks/gpu_fidelity.py --compile --cases small_10steps       # compiled fp32
 """
 import argparse
 import subprocess
@@ -24,17 +27,27 @@ def main():
     p.add_argument("--attention", default="auto")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--cases", default="small_10steps,flir_10steps")
+    p.add_argument("--batch", type=int, default=1, help="sample.py --batch (flir_10steps: 3 = one batch)")
+    p.add_argument("--batched_unet", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--compile", action="store_true", help="sample.py --compile")
+    p.add_argument("--compile_mode", default=None, help="sample.py --compile_mode (with --compile)")
     args = p.parse_args()
+    extra = ["--batch", str(args.batch), "--batched_unet", args.batched_unet]
+    if args.compile:
+        extra += ["--compile"] + (["--compile_mode", args.compile_mode] if args.compile_mode else [])
+    path = f"batch {args.batch}, batched UNet {args.batched_unet}" + (
+        f", compiled ({args.compile_mode or 'default'})" if args.compile else "")
     golden = Path(args.fixtures) / "golden"
-    print("| case | attention | precision | trace max abs diff (sample / x0 / EM in / EM out) | recon pixels identical | max diff |")
-    print("|---|---|---|---|---|---|")
+    print("| case | attention | precision | path | trace max abs diff (sample / x0 / EM in / EM out) "
+          "| recon pixels identical | max diff | PSNR dB | compile |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for case in args.cases.split(","):
         case_dir = golden / "pipeline" / case
         with tempfile.TemporaryDirectory() as out:
             cmd = [sys.executable, "sample.py", "--model_config", str(golden / "unet_tiny.yaml"),
                    "--diffusion_config", str(case_dir / "diffusion_config.yaml"),
                    "--input", str(case_dir / "input"), "--save_dir", out, "--quiet",
-                   "--noise_device", "cpu", "--attention", args.attention, "--precision", args.precision]
+                   "--noise_device", "cpu", "--attention", args.attention, "--precision", args.precision, *extra]
             trace_file = case_dir / "trace.npz"
             if trace_file.exists():
                 cmd.append("--trace")
@@ -51,13 +64,18 @@ def main():
                 trace_text = " / ".join(f"{v:.1e}" for v in worst.values())
             same = total = 0
             worst_px = 0
+            sq = 0.0
             for ref_png in sorted((case_dir / "recon").glob("*.png")):
                 a = np.asarray(Image.open(Path(out) / "recon" / ref_png.name)).astype(int)
                 b = np.asarray(Image.open(ref_png)).astype(int)
                 same += int((a == b).sum())
                 total += a.size
                 worst_px = max(worst_px, int(np.abs(a - b).max()))
-            print(f"| {case} | {args.attention} | {args.precision} | {trace_text} | {100 * same / total:.3f} % | {worst_px} |")
+                sq += float(((a - b) ** 2).sum())
+            psnr = "inf" if sq == 0 else f"{10 * np.log10(255 ** 2 * total / sq):.1f}"
+            compiled = next((ln.split(" (")[0] for ln in run.stderr.splitlines() if ln.startswith("compile: ")), "-")
+            print(f"| {case} | {args.attention} | {args.precision} | {path} | {trace_text} "
+                  f"| {100 * same / total:.3f} % | {worst_px} | {psnr} | {compiled} |", flush=True)
 
 
 if __name__ == "__main__":

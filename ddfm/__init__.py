@@ -7,7 +7,8 @@
 
 The package: ``em`` (one EM step of the fusion model), ``fusion`` (the EM step as the
 sampler's x0 hook, seeded noise, 8-bit output), ``color`` (colour transforms), ``sources``
-(decoded source images), ``options`` (the options and their choices), ``fuser`` (the Fuser).
+(decoded source images), ``options`` (the options and their choices), ``speed`` (batched UNet
+calls, the compile cache), ``fuser`` (the Fuser).
 The generic diffusion parts (UNet, schedules, the sampler loop) are in ``guided_diffusion``.
 """
 import os
@@ -18,8 +19,11 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 from ddfm.fuser import Fuser, pick_device, set_tf32  # noqa: E402
 from ddfm.fusion import FusionError  # noqa: E402
-from ddfm.options import EM_ROLES, NOISE_DEVICES, PRECISIONS, PRIORS, SIZES, FuseOptions, FuserOptions  # noqa: E402
+from ddfm.options import (BATCHED_UNET, COMPILE_MODES, EM_ROLES, NOISE_DEVICES, PRECISIONS,  # noqa: E402
+                          PRIORS, SIZES, FuseOptions, FuserOptions)
+from ddfm.speed import configure_compile_cache, resolve_batched_unet  # noqa: E402
 from ddfm.sources import ImageLike, Source, check_pair, load_source  # noqa: E402
 
 __all__ = ["Fuser", "FuseOptions", "FuserOptions", "FusionError", "Source", "ImageLike", "load_source", "check_pair",
-           "pick_device", "set_tf32", "EM_ROLES", "NOISE_DEVICES", "PRECISIONS", "PRIORS", "SIZES"]
+           "pick_device", "set_tf32", "configure_compile_cache", "resolve_batched_unet", "BATCHED_UNET",
+           "COMPILE_MODES", "EM_ROLES", "NOISE_DEVICES", "PRECISIONS", "PRIORS", "SIZES"]

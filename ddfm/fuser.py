@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -20,6 +21,7 @@ from ddfm.color import colorize, luma_bt601
 from ddfm.fusion import FusionError, em_only_fusion, fuse, normalise_to_uint8
 from ddfm.options import FuseOptions, FuserOptions
 from ddfm.sources import ImageLike, Source, check_pair, load_source
+from ddfm.speed import configure_compile_cache, report, resolve_batched_unet
 from guided_diffusion.diffusion import make_schedule
 from util.config import DiffusionConfig, ModelConfig, load_diffusion_config, load_model_config
 
@@ -79,8 +81,8 @@ def load_unet(model_config: ModelConfig, options: FuserOptions, device: torch.de
         model = model.to(low).set_low_precision_norms(True)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if options.compile:
-        model = torch.compile(model, dynamic=True)
+    if options.compile:  # the caller has pointed the compile caches somewhere (configure_compile_cache)
+        model = torch.compile(model, dynamic=True, mode=options.compile_mode or "default")
     return model
 
 
@@ -120,6 +122,16 @@ class Fuser:
         self.options = replace(options or FuserOptions(), **builder).validate()
         self.device = pick_device(device, self.options.gpu)
         self.noise_device = None if self.options.noise_device == "run" else torch.device("cpu")
+        self.batched_unet = resolve_batched_unet(self.options.batched_unet, self.precision)
+        compiling = self.options.compile and self.prior == "diffusion"
+        self.compile_mode = (self.options.compile_mode or "default") if compiling else None
+        if self.compile_mode == "reduce-overhead" and self.device.type != "cuda":
+            raise ValueError(f"compile_mode reduce-overhead records CUDA graphs and needs a CUDA device, "
+                             f"not {self.device.type}; use compile_mode default")
+        # the folder of torch.compile's caches, and the wall time of the first UNet call
+        # (compilation included), once known
+        self.compile_cache = configure_compile_cache(self.options.compile_cache) if compiling else None
+        self.compile_seconds = None
         diff_cfg = (diffusion_config if isinstance(diffusion_config, DiffusionConfig)
                     else load_diffusion_config(diffusion_config))
         self._set_sampler(diff_cfg.with_overrides(**diffusion))
@@ -162,16 +174,38 @@ class Fuser:
     def model_fn(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The network as the sampler calls it, in the chosen precision; output float32.
 
-        A batch of pairs goes through the UNet one pair at a time unless ``batched_unet``:
+        A batch of pairs goes through the UNet one pair at a time unless ``batched_unet`` (the
+        default under tf32/bf16/fp16, see :func:`ddfm.speed.resolve_batched_unet`):
         convolution and GEMM kernels round differently at different batch sizes (seen here on
         the first 3x3 convolution, ~1e-6), so only per-pair calls make a pair's output
         identical whatever the batch. The EM step, FFTs and sampler updates stay batched."""
         if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.compile_mode is not None and self.compile_seconds is None:
+            return self._first_compiled_call(x, t)
         with self._autocast():
-            if self.options.batched_unet or x.shape[0] == 1:
-                return self.model(x, t).float()
-            return torch.cat([self.model(x[k:k + 1], t[k:k + 1]) for k in range(x.shape[0])]).float()
+            if self.batched_unet or x.shape[0] == 1:
+                out = self.model(x, t)
+            else:
+                out = torch.cat([self.model(x[k:k + 1], t[k:k + 1]) for k in range(x.shape[0])])
+        if self.compile_mode == "reduce-overhead":
+            # CUDA graphs replay into the same output buffers: keep this step's result our own
+            return out.float().clone()
+        return out.float()
+
+    def _first_compiled_call(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The first call compiles the UNet: time it (synchronised) and say so, once."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        self.compile_seconds = 0.0  # so the call below runs the ordinary path
+        out = self.model_fn(x, t)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.compile_seconds = time.perf_counter() - start
+        report(f"compile: {self.compile_seconds:.1f} s (first UNet call, compilation included; "
+               f"cache: {self.compile_cache})")
+        return out
 
     # -- geometry ----------------------------------------------------------------------------
     @staticmethod

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from guided_diffusion.unet import ATTENTION_MODES
 from util.options import option
@@ -12,6 +12,8 @@ PRIORS = ("diffusion", "none")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SIZES = ("crop", "pad")
 NOISE_DEVICES = ("run", "cpu")
+BATCHED_UNET = ("auto", "on", "off")  # auto: one UNet call per batch under tf32/bf16/fp16, per pair in fp32
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile modes offered
 # Which source plays which role in the EM model (y = I - V, x = f - V, f = I - x):
 #   "release": I = the visible image (vi/), V = the infrared image (ir/), as the released code
 #              passes them (its sample.py reads vi/ into `inf_img` and ir/ into `vis_img`);
@@ -64,9 +66,12 @@ class FuserOptions:
         None, group="fusion", aliases=("--em_iters",),
         help="with --prior none: EM iterations (default: the sampler's step count)")
     gpu: int = option(0, group="speed", help="CUDA device index (CPU when no CUDA)")
-    batched_unet: bool = option(False, group="speed",
-                                help="with --batch: one UNet call for the whole batch (faster on GPU for small "
-                                     "images; equal to the per-pair result only to float rounding)")
+    # a bare --batched_unet means on (the flag was a switch before auto became the default)
+    batched_unet: Union[str, bool] = option(
+        "auto", group="speed", choices=BATCHED_UNET, const="on", parse=str,
+        help="with --batch: one UNet call for the whole batch (on; equal to the per-pair result to "
+             "float rounding) or one per pair (off; outputs identical whatever the batch); auto "
+             "(default) = on under tf32/bf16/fp16, off in fp32")
     # "run": noise drawn on the run device, as released (CUDA and CPU generators differ);
     # "cpu": drawn on the CPU and moved, so every device starts from the same numbers.
     noise_device: str = option("run", group="speed", choices=NOISE_DEVICES,
@@ -77,7 +82,15 @@ class FuserOptions:
     attention: str = option("auto", group="speed", choices=ATTENTION_MODES,
                             help="attention kernel: auto = SDPA; chunked = legacy maths 128 queries at a "
                                  "time (bit-identical to legacy); legacy = the original")
-    compile: bool = option(False, group="speed", help="torch.compile the UNet")
+    compile: bool = option(False, group="speed",
+                           help="torch.compile the UNet (the first step compiles; its time is printed)")
+    compile_mode: Optional[str] = option(
+        None, group="speed", choices=COMPILE_MODES,
+        help="with --compile: default, reduce-overhead (CUDA graphs; CUDA only) or max-autotune")
+    compile_cache: Optional[str] = option(
+        None, group="speed", metavar="DIR",
+        help="with --compile: folder of the compile caches, reused by later runs "
+             "(default $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/ddfm/inductor)")
     channels_last: bool = option(False, group="speed", help="channels_last memory format")
     download_checkpoint: bool = option(False, group="speed",
                                        help="download the checkpoint without asking when it is missing")
@@ -89,6 +102,8 @@ class FuserOptions:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.compile_mode not in (None, *COMPILE_MODES):
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.noise_device not in NOISE_DEVICES:
             raise ValueError(f"noise_device must be one of {', '.join(NOISE_DEVICES)}, "
                              f"got {self.noise_device!r}")

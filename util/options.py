@@ -6,7 +6,8 @@ A dataclass field becomes a command-line option when its metadata holds ``help``
 
 Metadata keys (all optional but ``help``): ``choices``, ``flag`` (the option's name when it
 differs from the field's, without ``--``), ``aliases`` (older names still accepted), ``group``
-(which argument group lists it), ``cli_default`` (the parser's default when it differs from the
+(which argument group lists it), ``const`` (the value of the bare flag given without one),
+``cli_default`` (the parser's default when it differs from the
 field's: ``None`` for an override whose value comes from elsewhere unless given), ``parse`` (the
 argparse ``type`` when the field's type is not enough) and ``metavar`` (default: the flag
 in capitals). The type, the default and
@@ -70,6 +71,8 @@ def add_options(parser: argparse.ArgumentParser, cls, groups: Mapping[str, Any],
                 kwargs["type"] = parse
             if "choices" in meta:
                 kwargs["choices"] = meta["choices"]
+            if "const" in meta:
+                kwargs.update(nargs="?", const=meta["const"])
             if "metavar" in meta or "flag" in meta:
                 kwargs["metavar"] = meta.get("metavar", meta.get("flag", "").upper())
         target.add_argument(flag_of(f), *meta.get("aliases", ()), **kwargs)

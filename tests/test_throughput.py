@@ -1,0 +1,189 @@
+"""Issue 15, the throughput path: one UNet call per batch by default under tf32/bf16/fp16 (fp32
+stays per pair), torch.compile with a persistent cache and its time reported, CUDA graphs refused
+off CUDA, and benchmarks/bench_dataset.py end to end on the tiny UNet."""
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import sample
+from conftest import GOLDEN, REPO
+from ddfm import FuseOptions, Fuser, configure_compile_cache, load_source, resolve_batched_unet
+
+TINY_MODEL = GOLDEN / "unet_tiny.yaml"
+TINY_DIFFUSION = GOLDEN / "pipeline" / "small_10steps" / "diffusion_config.yaml"
+
+
+def crops_of_input_pairs(h=64, w=96):
+    """The repo's three FLIR pairs, cropped top-left to one size: a real batch of three."""
+    stems = ["FLIR_03952", "FLIR_04071", "FLIR_04598"]
+    ir = [load_source(REPO / "input" / "ir" / f"{s}.jpg") for s in stems]
+    vis = [load_source(REPO / "input" / "vi" / f"{s}.jpg") for s in stems]
+    cut = lambda src: load_source(src.rgb[:h, :w].copy(), src.name)  # noqa: E731
+    return [cut(s) for s in ir], [cut(s) for s in vis]
+
+
+# ------------------------------------------------------------------------ batched UNet: auto
+
+@pytest.mark.parametrize("precision, expected", [("fp32", False), ("tf32", True), ("bf16", True), ("fp16", True)])
+def test_auto_batches_the_unet_except_in_fp32(precision, expected):
+    assert resolve_batched_unet("auto", precision) is expected
+    assert resolve_batched_unet("on", precision) is True
+    assert resolve_batched_unet("off", precision) is False
+    assert resolve_batched_unet(True, precision) is True    # the former bool API still works
+    assert resolve_batched_unet(False, precision) is False
+
+
+def test_batched_unet_value_checked():
+    with pytest.raises(ValueError, match="batched_unet must be one of auto, on, off"):
+        resolve_batched_unet("yes", "fp32")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fuser_and_cli_resolve_auto(precision):
+    assert Fuser(TINY_MODEL, TINY_DIFFUSION, precision=precision).batched_unet is (precision != "fp32")
+    parser = sample.build_parser()
+    assert parser.parse_args([]).batched_unet == "auto"
+    assert parser.parse_args(["--batched_unet"]).batched_unet == "on"    # as the old flag
+    assert parser.parse_args(["--batched_unet", "off"]).batched_unet == "off"
+
+
+def test_batched_unet_equals_per_pair_to_float_rounding():
+    """fp32 on the CPU: the whole batch in one UNet call against one call per pair."""
+    fuser = Fuser(TINY_MODEL, TINY_DIFFUSION, steps=2, batched_unet="off")
+    x = torch.randn(3, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    t = torch.full((3,), 999)
+    with torch.inference_mode():
+        per_pair = fuser.model_fn(x, t)
+        fuser.batched_unet = True
+        batched = fuser.model_fn(x, t)
+    assert torch.allclose(batched, per_pair, rtol=0, atol=1e-5), float((batched - per_pair).abs().max())
+
+    ir, vis = crops_of_input_pairs()
+    fuser.batched_unet = False
+    ref = fuser.fuse_sources(ir, vis, FuseOptions())
+    fuser.batched_unet = True
+    got = fuser.fuse_sources(ir, vis, FuseOptions())
+    for a, b in zip(ref, got):
+        diff = np.abs(a["gray"].astype(int) - b["gray"].astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
+
+
+def test_bf16_default_batches_and_matches_bf16_per_pair():
+    """The new bf16 default (one UNet call for the batch) changes nothing but float rounding
+    against bf16 with one call per pair (bf16's own distance from fp32 is test_precision's)."""
+    ir, vis = crops_of_input_pairs()
+    fast = Fuser(TINY_MODEL, TINY_DIFFUSION, steps=2, precision="bf16")
+    assert fast.batched_unet
+    got = fast.fuse_sources(ir, vis, FuseOptions())
+    fast.batched_unet = False
+    ref = fast.fuse_sources(ir, vis, FuseOptions())
+    for a, b in zip(ref, got):
+        diff = np.abs(a["gray"].astype(int) - b["gray"].astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
+
+
+# ------------------------------------------------------------------------ compile options
+
+def test_reduce_overhead_refused_off_cuda(capsys, tmp_path):
+    with pytest.raises(ValueError, match="reduce-overhead records CUDA graphs and needs a CUDA device"):
+        Fuser(TINY_MODEL, TINY_DIFFUSION, device="cpu", compile=True, compile_mode="reduce-overhead")
+    rc = sample.main(["--model_config", str(TINY_MODEL), "--diffusion_config", str(TINY_DIFFUSION),
+                      "--input", str(REPO / "input"), "--save_dir", str(tmp_path / "out"), "--quiet",
+                      "--compile", "--compile_mode", "reduce-overhead"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and "CUDA" in err[0], err
+    assert not list((tmp_path / "out" / "recon").glob("*.png"))
+
+
+def test_compile_options_need_compile(capsys, tmp_path):
+    rc = sample.main(["--model_config", str(TINY_MODEL), "--input", str(REPO / "input"),
+                      "--save_dir", str(tmp_path / "out"), "--compile_cache", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == "error: --compile_cache applies to a compiled UNet; add --compile or drop --compile_cache"
+
+
+def test_compile_cache_folder_choice(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "from_env"))
+    assert configure_compile_cache() == (tmp_path / "from_env").resolve()
+    assert configure_compile_cache(tmp_path / "given") == (tmp_path / "given").resolve()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "given").resolve())
+    import torch._inductor.config as inductor_config
+    assert inductor_config.fx_graph_cache is True
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="cannot create it"):
+        configure_compile_cache(tmp_path / "file" / "below")
+
+
+COMPILE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    from torch._dynamo.utils import counters
+    from ddfm import Fuser
+    fuser = Fuser(sys.argv[1], sys.argv[2], compile=True, compile_cache=sys.argv[3])
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([999])
+    with torch.inference_mode():
+        compiled = fuser.model_fn(x, t)
+        again = fuser.model_fn(x, t)
+        eager = fuser.model._orig_mod(x, t).float()
+    print(json.dumps(dict(counters=dict(counters["inductor"]), seconds=fuser.compile_seconds,
+                          diff=float((compiled - eager).abs().max()),
+                          scale=float(eager.abs().max()), again=float((again - compiled).abs().max()))))
+""")
+
+
+@pytest.mark.slow  # compiling the tiny UNet: ~4 min cold on 2 CPU cores, up to ~15 min when they are shared
+def test_compiled_unet_matches_eager_and_reuses_its_cache(tmp_path):
+    cache = tmp_path / "cache"
+    runs = []
+    for _ in range(2):  # two fresh processes sharing one cache folder
+        proc = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, str(TINY_MODEL), str(TINY_DIFFUSION),
+                               str(cache)], cwd=REPO, capture_output=True, text=True, timeout=2400,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("compile: ")]
+        assert len(lines) == 1 and f"cache: {cache.resolve()}" in lines[0], proc.stderr[-2000:]
+        assert math.isfinite(report["seconds"]) and report["seconds"] > 0
+        assert report["diff"] <= 1e-4 * max(report["scale"], 1.0), report
+        assert report["again"] == 0.0
+        runs.append(report["counters"])
+    assert runs[0].get("fxgraph_cache_miss", 0) >= 1 and runs[0].get("fxgraph_cache_hit", 0) == 0, runs
+    assert runs[1].get("fxgraph_cache_hit", 0) >= 1 and runs[1].get("fxgraph_cache_miss", 0) == 0, runs
+    assert any(cache.rglob("*")), "nothing written to the compile cache"
+
+
+# ------------------------------------------------------------------------ bench_dataset.py
+
+def test_bench_dataset_tiny_end_to_end(tmp_path):
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "benchmarks/bench_dataset.py", "--tiny", "--device", "cpu",
+                           "--datasets", "MSRS,Harvard", "--precision", "fp32", "--peak", "1",
+                           "--release_peak", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    jsons = list(out.glob("bench_dataset_cpu_*.json"))
+    assert len(jsons) == 1 and jsons[0].with_suffix(".md").exists()
+    raw = json.loads(jsons[0].read_text())
+    assert raw["columns"][:6] == ["set", "pairs", "size (HxW)", "path", "batch", "s/step"]
+    table = raw["table"]
+    assert [(r[0], r[3]) for r in table] == [("MSRS", "release"), ("MSRS", "chosen"),
+                                             ("Harvard", "release"), ("Harvard", "chosen")]
+    for row in table:
+        assert len(row) == len(raw["columns"])
+        numbers = [float(c) for c in row[5:13]]  # s/step ... peak memory
+        assert all(math.isfinite(v) for v in numbers), row
+        assert float(row[5]) > 0 and float(row[7]) > 0
+    for r in raw["rows"]:
+        assert r["batch"] == (1 if r["path"] == "release" else 2)
+        # the projection is the timing scaled: ceil(pairs / batch) batches x 100 steps
+        assert r["set_minutes"] == pytest.approx(math.ceil(r["pairs"] / r["batch"]) * 100 * r["s_step"] / 60)
+        assert r["pairs_per_hour"] == pytest.approx(3600 * r["batch"] / (100 * r["s_step"]))
+    assert "MSRS" in proc.stdout and "x release" in proc.stdout
