@@ -28,7 +28,7 @@ import gradio as gr  # noqa: E402
 
 import sample  # noqa: E402
 from ddfm import PRIORS, check_pair, load_source  # noqa: E402
-from guided_diffusion.fusion import FusionError, to_gray_uint8  # noqa: E402
+from ddfm.fusion import FusionError, to_gray_uint8  # noqa: E402
 from util.images import ImageError, find_pairs, peek_size, read_gray  # noqa: E402
 from util.metrics import evaluate_pair  # noqa: E402
 from util.presets import presets_for  # noqa: E402

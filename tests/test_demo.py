@@ -169,7 +169,7 @@ def test_bad_uploads_give_the_message_and_the_server_keeps_serving(server, tmp_p
     cases = [((bad["text"], vi / PAIR), r"ir image notes\.png: not an image .*; re-export it"),
              ((ir / PAIR, ir / "FLIR_04071.jpg"), r"differs from its partner .*; resize one to match"),
              ((bad["big"], bad["big"]), r"1100x40 is larger than this demo's 1024 px .* --max_side 1100"),
-             ((ir / PAIR, vi / PAIR), r"^lamb must be > 0, got 0\.0$")]
+             ((ir / PAIR, vi / PAIR), r"^lamb must be a finite number > 0, got 0\.0$")]
     for k, ((a, b), message) in enumerate(cases):
         with pytest.raises(AppError, match=message) as info:
             fuse(server, a, b, lamb=0.0 if k == 3 else 0.7)
