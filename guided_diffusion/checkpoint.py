@@ -195,6 +195,12 @@ def read_state_dict(path: str | os.PathLike, expected: str = DEFAULT_EXPECTED) -
     return dict(state_dict)
 
 
+def _first_few(items: list[str], sep: str, more: str) -> str:
+    """The first SHOWN_MISMATCHES items joined by ``sep``, then ``more`` with the count left."""
+    rest = len(items) - SHOWN_MISMATCHES
+    return sep.join(items[:SHOWN_MISMATCHES]) + (more.format(rest) if rest > 0 else "")
+
+
 def load_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,
@@ -211,20 +217,18 @@ def load_checkpoint(
     state_dict = read_state_dict(path, expected)
     problems = audit_state_dict(model, state_dict)
     if problems:
-        shown = "; ".join(problems[:SHOWN_MISMATCHES])
-        more = f"; ... {len(problems) - SHOWN_MISMATCHES} more" if len(problems) > SHOWN_MISMATCHES else ""
+        shown = _first_few(problems, "; ", "; ... {} more")
         raise CheckpointError(
             f"checkpoint {path} does not fit the model{_diagnosis(problems)}: "
-            f"{len(problems)} mismatch{'es' if len(problems) > 1 else ''}: {shown}{more}; {expected}"
+            f"{len(problems)} mismatch{'es' if len(problems) > 1 else ''}: {shown}; {expected}"
         )
     not_finite = [key for key, value in state_dict.items()
                   if value.is_floating_point() and not bool(torch.isfinite(value).all())]
     if not_finite:
-        shown = ", ".join(not_finite[:SHOWN_MISMATCHES])
-        more = f" and {len(not_finite) - SHOWN_MISMATCHES} more" if len(not_finite) > SHOWN_MISMATCHES else ""
+        shown = _first_few(not_finite, ", ", " and {} more")
         raise CheckpointError(
             f"checkpoint {path} holds NaN or Inf weights in {len(not_finite)} tensor"
-            f"{'s' if len(not_finite) > 1 else ''} ({shown}{more}): every sample would be NaN; the "
+            f"{'s' if len(not_finite) > 1 else ''} ({shown}): every sample would be NaN; the "
             f"file is corrupt, download it again; {expected}"
         )
     if assign:
