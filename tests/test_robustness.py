@@ -692,7 +692,10 @@ observe = sample.PairObserver.__call__
 def hooked(self, info):
     observe(self, info)
     if self.pairs[0].stem == stem and self.count == step:
-        marker.write_text(str(self.frames[stem]))
+        # written whole, then renamed: the test must never read a half-written marker
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(str(self.frames[stem]))
+        tmp.replace(marker)
         end = time.monotonic() + 600  # the signal comes long before
         while time.monotonic() < end:
             time.sleep(0.05)
