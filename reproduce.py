@@ -50,7 +50,7 @@ import numpy as np
 import evaluate
 import sample
 from ddfm import set_tf32
-from util.fileio import write_text_atomic
+from util.fileio import file_in_the_way, write_text_atomic
 from util.config import ConfigError, load_yaml
 from util.images import (ImageError, files_for_stem, find_pairs, images_by_stem, is_image_file, read_rgb,
                          write_png_atomic)
@@ -603,10 +603,10 @@ def check_setup(args) -> None:
         sample.load_configs(probe)
     except sample.SetupError as exc:
         raise ReproduceError(str(exc)) from None
-    for path in [*reversed(args.save_dir.parents), args.save_dir]:
-        if path.exists() and not path.is_dir():
-            raise ReproduceError(f"--save_dir {args.save_dir}: {path} is a file, not a folder; "
-                                 "choose another folder")
+    blocking = file_in_the_way(args.save_dir)
+    if blocking is not None:
+        raise ReproduceError(f"--save_dir {args.save_dir}: {blocking} is a file, not a folder; "
+                             "choose another folder")
     existing = next(p for p in [args.save_dir, *args.save_dir.parents] if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ReproduceError(f"--save_dir {args.save_dir}: {existing} is not writable; choose another folder")

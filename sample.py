@@ -30,7 +30,9 @@ from ddfm import FuseOptions, Fuser, FuserOptions, check_pair, load_source, set_
 from ddfm.fusion import FusionError, to_gray_uint8
 from ddfm.color import rgb_to_ycbcr_over_255
 from util.config import ConfigError, DiffusionConfig
-from util.fileio import atomic_path
+from util.checkpoint import CheckpointError
+from util.download import DownloadError
+from util.fileio import atomic_path, file_in_the_way
 from util.images import ImageError, find_pairs, peek_size, write_png_atomic
 from util.options import add_options, flag_names, option, values_of
 
@@ -126,10 +128,10 @@ def prepare_save_dir(save_dir: Path, input_dir: Path, args=None) -> None:
                            [name for name, on in (("color", args.color), ("sheet", args.sheet),
                                                   ("trace", args.trace), ("progress", args.record)) if on])
     # a file where a folder must be: named as such (mkdir would only say "File exists")
-    for path in [*reversed([save_dir, *save_dir.parents]), *(save_dir / name for name in folders)]:
-        if path.exists() and not path.is_dir():
-            raise SetupError(f"--save_dir {save_dir}: not writable ({path} is a file, not a folder); "
-                             "choose another folder or move that file away")
+    blocking = file_in_the_way(save_dir, folders)
+    if blocking is not None:
+        raise SetupError(f"--save_dir {save_dir}: not writable ({blocking} is a file, not a folder); "
+                         "choose another folder or move that file away")
     try:
         (save_dir / "recon").mkdir(parents=True, exist_ok=True)
         probe = save_dir / "recon" / f".write-test-{os.getpid()}"
@@ -366,14 +368,8 @@ def make_fuser(args, diff_cfg, device=None) -> Fuser:
         # the path (checked by load_configs as model_cfg), so that checkpoint errors can name it
         return Fuser(args.model_config, diff_cfg, FuserOptions(**values_of(FuserOptions, args)),
                      device=device)
-    except ConfigError as exc:
+    except (ValueError, CheckpointError, DownloadError) as exc:  # ConfigError is a ValueError
         raise SetupError(str(exc)) from None
-    except Exception as exc:
-        from util.checkpoint import CheckpointError
-        from util.download import DownloadError
-        if isinstance(exc, (CheckpointError, DownloadError, ValueError)):
-            raise SetupError(str(exc)) from None
-        raise
 
 
 def run(args) -> int:

@@ -1,10 +1,12 @@
 """Atomic file writes: a temporary file in the target's folder, renamed into place only when
-complete, so an interrupt or crash never leaves a partial output."""
+complete, so an interrupt or crash never leaves a partial output; and the check that an output
+folder can be made at all."""
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
+from typing import Iterable, Optional
 
 
 @contextlib.contextmanager
@@ -36,3 +38,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
+
+
+def file_in_the_way(folder: str | os.PathLike, subfolders: Iterable[str] = ()) -> Optional[Path]:
+    """The first of ``folder``'s ancestors, ``folder`` itself and ``folder/<sub>`` that exists
+    but is not a folder (so the output folder cannot be made there), or None."""
+    folder = Path(folder)
+    for path in [*reversed(folder.parents), folder, *(folder / name for name in subfolders)]:
+        if path.exists() and not path.is_dir():
+            return path
+    return None
