@@ -151,10 +151,10 @@ def request_args(settings: Settings, prior, steps, seed, lamb, rho, color):
     args = sample.build_parser().parse_args(argv + (["--color"] if color else []))
     try:
         opts = sample.check_args(args)
-        model_cfg, diff_cfg = sample.load_configs(args)
+        _, diff_cfg = sample.load_configs(args)  # the model config is checked there too
     except sample.SetupError as exc:  # named as the page names them: "lamb", not "--lamb"
         raise DemoError(str(exc).removeprefix("--")) from None
-    return args, opts, model_cfg, diff_cfg
+    return args, opts, diff_cfg
 
 
 class FuserCache:
@@ -281,7 +281,7 @@ def make_fuse(settings: Settings, cache: FuserCache):
 def fuse_request(settings, cache, values, progress):
     image_a, image_b, preset, color, steps, seed, lamb, rho, prior = values
     roles = modality_presets().get(preset, modality_presets()["infrared-visible"])[0]
-    args, opts, _, diff_cfg = request_args(settings, prior, steps, seed, lamb, rho, color)
+    args, opts, diff_cfg = request_args(settings, prior, steps, seed, lamb, rho, color)
     ir = read_upload(image_a, roles[0], settings.max_side)
     vis = read_upload(image_b, roles[1], settings.max_side)
     try:

@@ -282,7 +282,7 @@ def test_fuser_cache_loads_the_model_once_per_prior():
         cache = demo_app.FuserCache()
 
         def get(prior, steps):
-            args, _, _, diff_cfg = demo_app.request_args(settings, prior, steps, 1, 0.5, 0.001, False)
+            args, _, diff_cfg = demo_app.request_args(settings, prior, steps, 1, 0.5, 0.001, False)
             return cache.get(args, diff_cfg)
         two, three, none = get("diffusion", 2), get("diffusion", 3), get("none", 3)
         assert three.model is two.model and get("diffusion", 2) is two
