@@ -123,9 +123,8 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
 
 def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG via a temporary file in the same folder,
-    renamed into place only when complete, so a crash never leaves a partial PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    renamed into place only when complete, so a crash never leaves a partial PNG (the folder is
+    made as needed)."""
     if array.dtype != np.uint8:
         raise TypeError(f"write_png_atomic expects uint8, got {array.dtype}")
     with atomic_path(path) as tmp:  # see util.fileio: named before it exists, pid-distinct
