@@ -34,7 +34,8 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from util.fileio import write_text_atomic
-from util.images import IMAGE_EXTENSIONS, ImageError, files_for_stem, images_by_stem, read_gray
+from util.images import (IMAGE_EXTENSIONS, ImageError, files_for_stem, find_pairs, images_by_stem, link_problem,
+                          read_gray)
 from util.metrics import PROFILES, TABLE_COLUMNS, evaluate_pair, get_profile
 from util.tables import md_row, md_rule, text_table
 
@@ -79,21 +80,12 @@ def _source_pairs(input_dir: Path, modalities: Sequence[str]):
         have = sorted(p.name for p in input_dir.iterdir() if p.is_dir())
         hint = f"; its folders are {', '.join(have)}: name two with --modalities A,B" if have else ""
         raise UsageError(f"--input {input_dir} has no folder {missing[0].name!r}{hint}")
-    a_imgs, b_imgs = (images_by_stem(f) for f in folders)
-    problems = []
-    stems = []
-    for stem in sorted(set(a_imgs) | set(b_imgs)):
-        if stem not in b_imgs:
-            problems.append((stem, f"no {modalities[1]} source"))
-        elif stem not in a_imgs:
-            problems.append((stem, f"no {modalities[0]} source"))
-        elif len(a_imgs[stem]) > 1 or len(b_imgs[stem]) > 1:
-            problems.append((stem, "several source files share this name"))
-        else:
-            stems.append(stem)
-    if not stems and not problems:
-        raise UsageError(f"--input {input_dir}: no images in {folders[0]} and {folders[1]}")
-    return [(s, a_imgs[s][0], b_imgs[s][0]) for s in stems], problems
+    try:  # sample.py's pairing rule, so that both count the same pairs
+        pairs, problems = find_pairs(input_dir, modalities)
+    except ImageError as exc:
+        raise UsageError(str(exc)) from None
+    return ([(pair.stem, pair.a, pair.b) for pair in pairs],
+            [(problem.path.stem, problem.reason) for problem in problems])
 
 
 def _check_outputs(args) -> None:
@@ -130,7 +122,7 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
 
     for stem, reason in source_problems:
         skip(stem, reason)
-    fused = images_by_stem(fused_dir)
+    fused = images_by_stem(fused_dir, broken_links=True)
     # no bars with --quiet, nor when stderr is not a terminal (logs, pipes): disable=None
     for stem, path_a, path_b in tqdm(pairs, desc=name, unit="img", file=sys.stderr,
                                      dynamic_ncols=True, leave=False, disable=True if quiet else None):
@@ -140,6 +132,9 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
             continue
         if len(found) > 1:
             skip(stem, f"several fused images: {', '.join(p.name for p in found)}")
+            continue
+        if link_problem(found[0]):
+            skip(stem, f"{found[0]}: {link_problem(found[0])}")
             continue
         try:
             f = read_gray(found[0])

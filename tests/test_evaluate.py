@@ -153,7 +153,7 @@ def test_mismatches_are_named_and_not_counted(tmp_path, capsys):
     assert "45x35" in reasons["halved"] and "90x70" in reasons["halved"]
     assert "90x72" in reasons["larger"]
     assert "corrupt.png" in reasons["corrupt"] and "\n" not in reasons["corrupt"]  # read_gray's reason
-    assert "no vi source" in reasons["lonely"]
+    assert "no partner named lonely.png" in reasons["lonely"]
     assert "sources differ in size" in reasons["unequal"]
     assert "several fused images" in reasons["twice"]
     lines = [line for line in err.splitlines() if "not counted" in line]
@@ -302,3 +302,35 @@ def test_no_progress_bars_in_logs_and_quiet_silences_a_terminal(tmp_path, capsys
     assert rc == 0 and "%|" in err  # a terminal shows the bar (so the check above can fail)
     rc, out, err = _run(capsys, "--input", inp, "--fused", fused, "--quiet")
     assert rc == 0 and err == "", err
+
+
+def test_pairs_are_sample_py_pairs_and_broken_links_are_named(tmp_path, capsys):
+    """evaluate.py counts the pairs sample.py fuses (util.images.find_pairs: same name first, then
+    a single file of the same stem), and names a dangling link instead of skipping it."""
+    from util.images import find_pairs
+
+    rng = np.random.default_rng(1)
+    src, fused = tmp_path / "input", tmp_path / "fused"
+    for folder, name in (("ir", "same.png"), ("vi", "same.png"), ("vi", "same.jpg"),
+                         ("ir", "stem.png"), ("vi", "stem.jpg"), ("ir", "gone.png"), ("vi", "gone.png"),
+                         ("ir", "ghost.png")):
+        write_png_atomic(src / folder / name, rng.integers(0, 256, (40, 48)).astype(np.uint8))
+    (src / "ir" / "ghost.png").unlink()
+    (src / "ir" / "ghost.png").symlink_to(tmp_path / "nowhere.png")
+    (src / "vi" / "ghost.png").symlink_to(tmp_path / "nowhere.png")
+    for stem in ("same", "stem"):
+        write_png_atomic(fused / f"{stem}.png", rng.integers(0, 256, (40, 48)).astype(np.uint8))
+    (fused / "gone.png").symlink_to(tmp_path / "deleted.png")
+
+    pairs, _ = find_pairs(src)
+    assert [p.stem for p in pairs] == ["gone", "same", "stem"]
+    rc, out, err = _run(capsys, "--input", src, "--fused", fused, "--json", tmp_path / "r.json")
+    assert rc == 0
+    doc = json.loads((tmp_path / "r.json").read_text())["methods"]["fused"]
+    assert sorted(doc["per_image"]) == ["same", "stem"]  # same.png with same.png, stem.png with stem.jpg
+    reasons = {s["image"]: s["reason"] for s in doc["skipped"]}
+    assert sorted(reasons) == ["ghost", "gone", "same"]
+    assert "broken symbolic link" in reasons["gone"] and "gone.png" in reasons["gone"]
+    assert "broken symbolic link" in reasons["ghost"]
+    assert "same.jpg" in reasons["same"]  # the vi file left over, named
+    assert "broken symbolic link" in err and "Traceback" not in err

@@ -147,6 +147,19 @@ class Pair:
         return f"Pair({self.stem!r}, {str(self.a)!r}, {str(self.b)!r})"
 
 
+class PairProblem(str):
+    """One line of :func:`find_pairs`'s problems, ``"<path>: <reason>"``, that also keeps the
+    file it names (``.path``) and the reason alone (``.reason``), so that callers which count by
+    name (``evaluate.py``) need not parse the line."""
+    path: Path
+    reason: str
+
+    def __new__(cls, path: Path, reason: str):
+        line = super().__new__(cls, f"{path}: {reason}")
+        line.path, line.reason = Path(path), reason
+        return line
+
+
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
@@ -164,13 +177,8 @@ def link_problem(path: Path):
             "an image or remove it")
 
 
-def link_problem_line(path: Path):
-    reason = link_problem(path)
-    return f"{path}: {reason}" if reason else None
-
-
 def _listed(path: Path) -> bool:
-    """An image file of a modality folder, or a link with an image name that cannot be read
+    """An image file of a folder, or a link with an image name that cannot be read
     (listed so that it is reported as a failed pair, not skipped)."""
     if is_image_file(path):
         return True
@@ -178,7 +186,7 @@ def _listed(path: Path) -> bool:
             and link_problem(path) is not None)
 
 
-def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[list[Pair], list[str]]:
+def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[list[Pair], list[PairProblem]]:
     """Pairs under ``input_dir/<A>`` and ``input_dir/<B>``, sorted by file name.
 
     Each image in A is paired with the file of the same name in B (the release's rule); when B
@@ -209,25 +217,29 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
         if b is None and len(same_stem) > 1:
             used.update(same_stem)
             names = " and ".join(p.name for p in same_stem)
-            problems.append(f"{a}: ambiguous partner, {names} in {dirs[1]} "
-                            f"{'both' if len(same_stem) == 2 else 'all'} match; keep one of "
-                            "them or rename the others")
+            problems.append(PairProblem(a, f"ambiguous partner, {names} in {dirs[1]} "
+                                           f"{'both' if len(same_stem) == 2 else 'all'} match; keep "
+                                           "one of them or rename the others"))
             continue
         if b is None:
-            problems.append(link_problem_line(a) or
-                            f"{a}: no partner named {a.name} in {dirs[1]}; add it or remove this file")
+            problems.append(_unpaired(a, dirs[1]))
             continue
         used.add(b)
-        broken = [f"{p}: {link_problem(p)}" for p in (a, b) if link_problem(p)]
+        broken = [PairProblem(p, link_problem(p)) for p in (a, b) if link_problem(p)]
         if broken:
             problems.append(broken[0])
             continue
         pairs.append(Pair(a.stem, a, b))
     for b in files_b:
         if b not in used:
-            problems.append(link_problem_line(b) or
-                            f"{b}: no partner named {b.name} in {dirs[0]}; add it or remove this file")
+            problems.append(_unpaired(b, dirs[0]))
     return _one_pair_per_stem(pairs, problems), problems
+
+
+def _unpaired(path: Path, other: Path) -> PairProblem:
+    """The problem of a file with no partner in folder ``other`` (or an unreadable link)."""
+    return PairProblem(path, link_problem(path) or
+                       f"no partner named {path.name} in {other}; add it or remove this file")
 
 
 def _modality_folders(root: Path, name_a: str, name_b: str) -> list[Path]:
@@ -254,16 +266,19 @@ def _one_pair_per_stem(pairs: list[Pair], problems: list[str]) -> list[Pair]:
         stems.setdefault(pair.stem, []).append(pair)
     for stem, group in stems.items():
         if len(group) > 1:
-            problems.append(f"{group[1].a}: same output name '{stem}' as {group[0].a}; rename one")
+            problems.append(PairProblem(group[1].a, f"same output name '{stem}' as {group[0].a}; rename one"))
             pairs = [p for p in pairs if p not in group[1:]]
     return pairs
 
 
-def images_by_stem(folder: str | os.PathLike) -> dict[str, list[Path]]:
-    """The image files of a folder by name stem, sorted (a stem may map to several files)."""
+def images_by_stem(folder: str | os.PathLike, broken_links: bool = False) -> dict[str, list[Path]]:
+    """The image files of a folder by name stem, sorted (a stem may map to several files);
+    with ``broken_links``, dangling or looping links with an image name too (for the caller to
+    report with :func:`link_problem` rather than skip)."""
+    listed = _listed if broken_links else is_image_file
     out: dict[str, list[Path]] = {}
     for p in sorted(Path(folder).iterdir()):
-        if is_image_file(p):
+        if listed(p):
             out.setdefault(p.stem, []).append(p)
     return out
 
