@@ -26,6 +26,9 @@ the "warm-up s" column), then ``--steps`` timed steps (median of ``--repeat`` ru
   x release     release s/pair-step / chosen s/pair-step
   peak mem      CUDA ``max_memory_allocated`` over the timed run (weights included); on CPU the
                 growth of the resident set over the timed run, sampled every 5 ms
+  PSNR dB       the first pair's 8-bit grey output after the timed run (``--steps`` steps, same
+                weights, sources and noise seed on both paths) against the release path's, and
+  max |d|       the largest grey-level difference: the fast path's fidelity on the full UNet
 Sets whose images vary in size are timed at one representative size (stated in the table).
 
 ``--tiny``: the golden tiny UNet's keys, every size divided by 8 (rounded up to a multiple of 32),
@@ -56,7 +59,7 @@ for _p in (str(REPO), str(REPO / "benchmarks")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench_sample import (Memory, first_line, free_memory, gib,  # noqa: E402
+from bench_sample import (Memory, first_line, free_memory, gib, gray_difference,  # noqa: E402
                           gray_pair, redraw_zero_layers, set_steps, sync)
 from flops import format_table, model_config, parameter_count, size_label, unet_flops  # noqa: E402
 
@@ -170,6 +173,7 @@ def time_set(fuser, size, batch, args, device):
     out["s_step"] = statistics.median(times) / args.steps
     out["peak_bytes"] = mem.peak
     out["non_finite"] = sum("error" in r for r in results)
+    out["gray0"] = results[0].get("gray")  # the first pair's output, for the fidelity columns
     return out
 
 
@@ -264,7 +268,7 @@ def table_rows(sets, paths, results) -> list[list[str]]:
             m = results[(name, path)]
             if "error" in m:
                 table.append([name, str(pairs), size_label(size), path, str(m.get("batch", "-"))]
-                             + ["-"] * 8 + ["failed: " + m["error"]])
+                             + ["-"] * 10 + ["failed: " + m["error"]])
                 continue
             speed = (ref["s_pair_step"] / m["s_pair_step"]) if "s_pair_step" in ref else None
             pct = m["pct_peak"]
@@ -272,8 +276,18 @@ def table_rows(sets, paths, results) -> list[list[str]]:
                           f"{m['s_step']:.4g}", f"{m['s_pair_step']:.4g}", f"{m['tflops']:.3g}",
                           "-" if pct is None else f"{pct:.1f}", f"{m['pairs_per_hour']:.4g}",
                           f"{m['set_minutes']:.4g}", "-" if speed is None else f"{speed:.2f}",
-                          gib(m["peak_bytes"]), f"{m['warmup_s']:.1f}"])
+                          gib(m["peak_bytes"]), f"{m['warmup_s']:.1f}", *fidelity_cells(m, ref, path)])
     return table
+
+
+def fidelity_cells(m, ref, path) -> list[str]:
+    """PSNR and largest difference of the first pair against the release path's (stored in
+    ``m`` for the raw outputs); "-" for the release path itself or when either has no output."""
+    if path == "release" or m.get("gray0") is None or ref.get("gray0") is None:
+        return ["-", "-"]
+    m["max_diff_u8"], m["psnr_vs_release"] = gray_difference(m["gray0"], ref["gray0"])
+    psnr = m["psnr_vs_release"]
+    return ["inf" if psnr == math.inf else f"{psnr:.1f}", str(m["max_diff_u8"])]
 
 
 def write_raw(base: Path, md: str, raw: dict) -> None:
@@ -310,7 +324,7 @@ def main(argv=None) -> int:
 
     mem_col = "peak alloc GiB" if device.type == "cuda" else "peak RSS growth GiB"
     columns = ["set", "pairs", "size (HxW)", "path", "batch", "s/step", "s/pair-step", "TFLOP/s", "% peak",
-               "pairs/h @100", "set min @100", "x release", mem_col, "warm-up s"]
+               "pairs/h @100", "set min @100", "x release", mem_col, "warm-up s", "PSNR dB", "max |d|"]
     table = table_rows(sets, paths, results)
     notes = [f"{name}: {note}" + (f" (timed at {size_label(size)}, --tiny)" if args.tiny else "")
              for name, _, size, note in sets]
@@ -325,7 +339,8 @@ def main(argv=None) -> int:
         f"- {n}" for n in notes) + "\n"
     raw = dict(header=header, columns=columns, table=table, notes=notes, argv=sys.argv[1:] if argv is None else argv,
                compile_seconds=compile_seconds,
-               rows=[dict(set=name, pairs=pairs, size=size_label(size), path=path, **results[(name, path)])
+               rows=[dict(set=name, pairs=pairs, size=size_label(size), path=path,
+                          **{k: v for k, v in results[(name, path)].items() if k != "gray0"})
                      for name, pairs, size, _ in sets for path, *_ in paths])
     write_raw(base, md, raw)
     return 1 if any("error" in m for m in results.values()) else 0

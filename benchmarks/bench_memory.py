@@ -10,6 +10,7 @@ cap is what a smaller card would see. CUDA only.
     python benchmarks/bench_memory.py [--sizes 256x256 480x640 768x1024] [--caps 4 6 8 12 16 24 32]
 """
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,12 +40,22 @@ def try_once(fuser, h, w, cap_gib, total_gib):
         return False, None, None
 
 
-def main():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="+", default=["256x256", "480x640", "768x1024"])
     p.add_argument("--precisions", default="bf16,fp32")
     p.add_argument("--caps", nargs="+", type=float, default=[4, 6, 8, 12, 16, 24, 32, 48])
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if any(not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", size) for size in args.sizes):
+        p.error(f"--sizes: give HEIGHTxWIDTH, e.g. 480x640 (got {' '.join(args.sizes)})")
+    bad = [q for q in args.precisions.split(",") if q not in ("fp32", "tf32", "bf16", "fp16")]
+    if bad:
+        p.error(f"--precisions: unknown {', '.join(bad)}; use fp32, tf32, bf16, fp16")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("bench_memory.py needs CUDA")
     total = torch.cuda.get_device_properties(0).total_memory / 2**30

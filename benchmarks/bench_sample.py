@@ -406,10 +406,14 @@ def compare(row, ref) -> None:
     if row.get("sample") is not None and ref.get("sample") is not None:
         row["max_diff"] = float((row["sample"] - ref["sample"]).abs().max())
     if row.get("gray") is not None and ref.get("gray") is not None:
-        a, b = row["gray"].astype(np.float64), ref["gray"].astype(np.float64)
-        row["max_diff_u8"] = int(np.abs(a - b).max())
-        mse = float(np.mean((a - b) ** 2))
-        row["psnr"] = math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+        row["max_diff_u8"], row["psnr"] = gray_difference(row["gray"], ref["gray"])
+
+
+def gray_difference(gray, ref) -> tuple[int, float]:
+    """Largest difference and PSNR (dB, inf when equal) of two 8-bit grey images."""
+    a, b = gray.astype(np.float64), ref.astype(np.float64)
+    mse = float(np.mean((a - b) ** 2))
+    return int(np.abs(a - b).max()), math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
 
 def timing_cells(row, flops, peaks, device) -> list[str]:

@@ -20,18 +20,33 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fixtures", default=str(REPO / "tests" / "fixtures"),
                    help="folder holding golden/ (the repository's tests/fixtures)")
-    p.add_argument("--attention", default="auto")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--attention", default="auto", choices=("auto", "legacy", "sdpa", "chunked"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"))
     p.add_argument("--cases", default="small_10steps,flir_10steps")
     p.add_argument("--batch", type=int, default=1, help="sample.py --batch (flir_10steps: 3 = one batch)")
     p.add_argument("--batched_unet", default="auto", choices=("auto", "on", "off"))
     p.add_argument("--compile", action="store_true", help="sample.py --compile")
-    p.add_argument("--compile_mode", default=None, help="sample.py --compile_mode (with --compile)")
-    args = p.parse_args()
+    p.add_argument("--compile_mode", default=None, choices=("default", "reduce-overhead", "max-autotune"),
+                   help="sample.py --compile_mode (with --compile)")
+    args = p.parse_args(argv)
+    args.case_list = [c for c in args.cases.split(",") if c]
+    golden = Path(args.fixtures) / "golden"
+    unknown = [c for c in args.case_list if not (golden / "pipeline" / c / "diffusion_config.yaml").is_file()]
+    if unknown or not args.case_list:
+        have = sorted(d.name for d in (golden / "pipeline").glob("*") if d.is_dir())
+        p.error(f"--cases: no golden case {', '.join(unknown) or '(none given)'} in {golden / 'pipeline'}; "
+                f"use {', '.join(have)}")
+    if args.compile_mode and not args.compile:
+        p.error("--compile_mode needs --compile")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     extra = ["--batch", str(args.batch), "--batched_unet", args.batched_unet]
     if args.compile:
         extra += ["--compile"] + (["--compile_mode", args.compile_mode] if args.compile_mode else [])
@@ -41,7 +56,7 @@ def main():
     print("| case | attention | precision | path | trace max abs diff (sample / x0 / EM in / EM out) "
           "| recon pixels identical | max diff | PSNR dB | compile |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for case in args.cases.split(","):
+    for case in args.case_list:
         case_dir = golden / "pipeline" / case
         with tempfile.TemporaryDirectory() as out:
             cmd = [sys.executable, "sample.py", "--model_config", str(golden / "unet_tiny.yaml"),

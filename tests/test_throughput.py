@@ -189,4 +189,57 @@ def test_bench_dataset_tiny_end_to_end(tmp_path):
         # the projection is the timing scaled: ceil(pairs / batch) batches x 100 steps
         assert r["set_minutes"] == pytest.approx(math.ceil(r["pairs"] / r["batch"]) * 100 * r["s_step"] / 60)
         assert r["pairs_per_hour"] == pytest.approx(3600 * r["batch"] / (100 * r["s_step"]))
+    # fidelity of the chosen path on the same weights, sources and noise: fp32 with SDPA against
+    # the release's einsum attention, so equal up to a grey level at rounding boundaries
+    psnr_col, diff_col = raw["columns"].index("PSNR dB"), raw["columns"].index("max |d|")
+    for row in table:
+        if row[3] == "release":
+            assert row[psnr_col] == row[diff_col] == "-"
+        else:
+            assert row[psnr_col] == "inf" or float(row[psnr_col]) > 45, row
+            assert int(row[diff_col]) <= 2, row
+    assert all(("psnr_vs_release" in r) == (r["path"] == "chosen") for r in raw["rows"])
     assert "MSRS" in proc.stdout and "x release" in proc.stdout
+
+
+# ------------------------------------------------------------------------ the GPU scripts
+
+def script_commands(script):
+    """Each ``python3 benchmarks/X.py ARGS`` of a shell script, variables filled in with what a
+    run would use (the first value of a ``for`` loop), as (line, module path, argv)."""
+    import re
+    import shlex
+
+    text = (REPO / "benchmarks" / script).read_text()
+    values = {"B": "benchmarks/bench_dataset.py", "OUT": "/tmp/out", "CACHE": "/tmp/cache"}
+    values.update({name: first for name, first in re.findall(r"for (\w+) in (\S+)", text)})
+    commands = []
+    for line in text.splitlines():
+        match = re.search(r"python3 ((?:benchmarks/\w+\.py|\$B)\b.*)", line)
+        if not match or line.lstrip().startswith("#"):
+            continue
+        words = re.split(r";|\||2>&1", match.group(1))[0]
+        words = re.sub(r"\$(\w+)", lambda m: values[m.group(1)], words)
+        path, *argv = shlex.split(words)
+        commands.append((line.strip(), REPO / path, argv))
+    return commands
+
+
+@pytest.mark.parametrize("script, expected", [("gpu_throughput.sh", 8), ("gpu_check.sh", 4)])
+def test_gpu_scripts_are_valid_shell_and_every_command_parses(script, expected):
+    """The GPU scripts run where device time is scarce: a bad flag, a misspelt data set or golden
+    case must be found here, on the CPU, not after minutes of a lent GPU."""
+    import importlib.util
+
+    syntax = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / script)], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    commands = script_commands(script)
+    assert len(commands) == expected, [c[0] for c in commands]
+    for line, path, argv in commands:
+        spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        try:
+            module.parse_args(argv)
+        except SystemExit as exc:
+            pytest.fail(f"{script}: {line!r} does not parse (exit {exc.code})")
