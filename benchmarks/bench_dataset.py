@@ -29,6 +29,8 @@ the "warm-up s" column), then ``--steps`` timed steps (median of ``--repeat`` ru
   PSNR dB       the first pair's 8-bit grey output after the timed run (``--steps`` steps, same
                 weights, sources and noise seed on both paths) against the release path's, and
   max |d|       the largest grey-level difference: the fast path's fidelity on the full UNet
+A note per set gives the time of the EM step alone (the x0 hook, eager float32, chosen batch) and
+its share of the chosen path's step: the most that compiling the EM step could save.
 Sets whose images vary in size are timed at one representative size (stated in the table).
 
 ``--tiny``: the golden tiny UNet's keys, every size divided by 8 (rounded up to a multiple of 32),
@@ -177,6 +179,26 @@ def time_set(fuser, size, batch, args, device):
     return out
 
 
+def em_step_seconds(size, batch, device, repeat=5) -> float:
+    """Seconds of DDFM's x0 hook alone (colour transform, one EM step with its FFTs, inverse
+    transform; float32, eager, as the sampler runs it) for a batch at ``size``: how much of a
+    step compiling the EM step could at most save."""
+    from ddfm import FuseOptions
+    from ddfm.fusion import em_hook
+
+    gen = torch.Generator().manual_seed(0)
+    ir, vis = (torch.rand(batch, 1, *size, generator=gen).mul(2).sub(1).to(device) for _ in range(2))
+    x0_pred = torch.rand(batch, 3, *size, generator=gen).mul(2).sub(1).to(device)
+    hook, state = em_hook(ir, vis, FuseOptions())
+    _, state = hook(x0_pred, 0, state)  # warm-up (cuFFT plans)
+    sync(device)
+    start = time.perf_counter()
+    for step in range(repeat):
+        _, state = hook(x0_pred, step, state)
+    sync(device)
+    return (time.perf_counter() - start) / repeat
+
+
 def row_numbers(m, pairs, batch, flops, peak):
     s_step = m["s_step"]
     tflops = batch * flops / s_step / 1e12
@@ -290,6 +312,18 @@ def fidelity_cells(m, ref, path) -> list[str]:
     return ["inf" if psnr == math.inf else f"{psnr:.1f}", str(m["max_diff_u8"])]
 
 
+def em_shares(sets, results, batch, device) -> dict:
+    """{set: (EM ms per step, % of the chosen path's s/step or None)} for every set."""
+    shares = {}
+    for name, _, size, _ in sets:
+        seconds = em_step_seconds(size, batch, device)
+        chosen = results.get((name, "chosen"), {})
+        shares[name] = (1e3 * seconds, 100 * seconds / chosen["s_step"] if "s_step" in chosen else None)
+        chosen["em_ms_step"] = shares[name][0]
+    free_memory(device)
+    return shares
+
+
 def write_raw(base: Path, md: str, raw: dict) -> None:
     from util.fileio import atomic_path
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -328,6 +362,10 @@ def main(argv=None) -> int:
     table = table_rows(sets, paths, results)
     notes = [f"{name}: {note}" + (f" (timed at {size_label(size)}, --tiny)" if args.tiny else "")
              for name, _, size, note in sets]
+    em_share = em_shares(sets, results, args.batch, device)
+    notes += [f"{name}: the EM step (eager float32 x0 hook, batch {args.batch}) takes {ms:.3g} ms of the chosen "
+              f"path's step" + (f" ({pct:.1f} %)" if pct is not None else "")
+              for name, (ms, pct) in em_share.items()]
     if compile_seconds is not None:
         notes.append(f"compile: {compile_seconds:.1f} s (first UNet call of the chosen path)")
     if device.type == "cpu" and args.precision == "tf32":

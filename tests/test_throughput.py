@@ -199,6 +199,10 @@ def test_bench_dataset_tiny_end_to_end(tmp_path):
             assert row[psnr_col] == "inf" or float(row[psnr_col]) > 45, row
             assert int(row[diff_col]) <= 2, row
     assert all(("psnr_vs_release" in r) == (r["path"] == "chosen") for r in raw["rows"])
+    # the EM step's own time per set, and its share of the chosen path's step
+    assert all(r["em_ms_step"] > 0 for r in raw["rows"] if r["path"] == "chosen")
+    em_notes = [n for n in raw["notes"] if "the EM step" in n]
+    assert [n.split(":")[0] for n in em_notes] == ["MSRS", "Harvard"] and all(" %)" in n for n in em_notes)
     assert "MSRS" in proc.stdout and "x release" in proc.stdout
 
 
