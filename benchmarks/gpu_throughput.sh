@@ -3,7 +3,7 @@
 # spent; rerunnable: the compile
 # cache in $CACHE makes a rerun's compiles much shorter while the machine stays up):
 #   1. fidelity of the fast paths on the golden cases (tiny UNet): bf16 batched, fp32 batched,
-#      compiled fp32, compiled fp32 with CUDA graphs;
+#      compiled fp32, compiled fp32 with CUDA graphs (batch 3: per-pair UNet calls inside one step);
 #   2. bench_dataset.py, eager bf16 batch 4 beside the release path (batch 1, legacy, fp32), all sets;
 #   3. the faithful fp32 path at batch 1 with channels_last (MSRS size);
 #   4. compiled bf16 batch 4 (MSRS, M3FD), then with CUDA graphs (reduce-overhead, MSRS).
@@ -30,7 +30,7 @@ capped() {  # capped SECONDS command...: run with a timeout, skipped when under 
   capped 45 python3 benchmarks/gpu_fidelity.py --precision bf16 --batch 3
   capped 35 python3 benchmarks/gpu_fidelity.py --precision fp32 --batch 3 --batched_unet on --cases flir_10steps
   TORCHINDUCTOR_CACHE_DIR="$CACHE" capped 90 python3 benchmarks/gpu_fidelity.py --compile --cases small_10steps,flir_10steps
-  TORCHINDUCTOR_CACHE_DIR="$CACHE" capped 60 python3 benchmarks/gpu_fidelity.py --compile --compile_mode reduce-overhead --cases small_10steps
+  TORCHINDUCTOR_CACHE_DIR="$CACHE" capped 75 python3 benchmarks/gpu_fidelity.py --compile --compile_mode reduce-overhead --batch 3 --cases small_10steps,flir_10steps
   echo "## 2. whole test sets: eager bf16, batch 4, beside the release path"
   capped 110 python3 $B --device cuda --precision bf16 --batch 4 --markdown --out "$OUT/results"
   echo "## 3. faithful fp32, batch 1, channels_last (no TF32)"

@@ -185,13 +185,16 @@ class Fuser:
             return self._first_compiled_call(x, t)
         with self._autocast():
             if self.batched_unet or x.shape[0] == 1:
-                out = self.model(x, t)
+                out = self._owned(self.model(x, t))
             else:
-                out = torch.cat([self.model(x[k:k + 1], t[k:k + 1]) for k in range(x.shape[0])])
-        if self.compile_mode == "reduce-overhead":
-            # CUDA graphs replay into the same output buffers: keep this step's result our own
-            return out.float().clone()
+                out = torch.cat([self._owned(self.model(x[k:k + 1], t[k:k + 1])) for k in range(x.shape[0])])
         return out.float()
+
+    def _owned(self, out: torch.Tensor) -> torch.Tensor:
+        """A UNet output that the next UNet call cannot overwrite: CUDA graphs (reduce-overhead)
+        replay into the same output buffers, and each call starts a new graph iteration, so a
+        per-pair output is copied before the next pair's call and a step's before the next step."""
+        return out.clone() if self.compile_mode == "reduce-overhead" else out
 
     def _first_compiled_call(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The first call compiles the UNet: time it (synchronised) and say so, once."""
