@@ -92,6 +92,38 @@ def test_bf16_default_batches_and_matches_bf16_per_pair():
     assert_agree_to_rounding(ref, got)
 
 
+# ------------------------------------------------------------------------ no host syncs
+
+HOST_SYNCS = ("item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__int__", "__float__", "__index__")
+
+
+@pytest.mark.parametrize("sampler, eta", [("ddim", 0.0), ("ddim", 0.5), ("ddpm", 0.0)])
+def test_step_loop_never_waits_for_the_device(monkeypatch, sampler, eta):
+    """The whole sampler loop (UNet, x0, EM step with its FFTs, eps, update, noise) runs with
+    every Tensor method that copies a value to the host made to fail: on a GPU the loop queues
+    its kernels without waiting, which CUDA graphs require. (A Python ``if`` on a tensor is
+    ``__bool__``, a tensor used as an index or a range bound ``__index__``.)"""
+    from ddfm.fusion import fuse
+
+    fuser = Fuser(TINY_MODEL, TINY_DIFFUSION, steps=3, sampler=sampler, eta=eta)
+    gen = torch.Generator().manual_seed(0)
+    ir, vis = (torch.rand(2, 1, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
+    with torch.inference_mode():
+        reference = fuse(fuser.model_fn, fuser.schedule, fuser.diffusion_config, ir, vis, [1, 2])
+
+    def trap(name):
+        def host_sync(self, *args, **kwargs):
+            raise AssertionError(f"the step loop copies a value to the host: Tensor.{name}")
+        return host_sync
+
+    for name in HOST_SYNCS:
+        monkeypatch.setattr(torch.Tensor, name, trap(name))
+    with torch.inference_mode():
+        out = fuse(fuser.model_fn, fuser.schedule, fuser.diffusion_config, ir, vis, [1, 2])
+    monkeypatch.undo()
+    assert torch.equal(out, reference)
+
+
 # ------------------------------------------------------------------------ compile options
 
 class ReplayingUNet(torch.nn.Module):
