@@ -12,7 +12,9 @@ are timed in the same run, with the same weights:
 
   release  batch 1, the release's einsum attention, fp32 with TF32 off (the faithful path)
   chosen   the options given: --precision, --batch, --batched_unet, --attention, --compile,
-           --compile_mode, --channels_last
+           --compile_mode, --channels_last, --cudnn_benchmark (cuDNN times its convolution
+           algorithms per size and keeps the fastest: a candidate for the fp32 path, not yet
+           an option of sample.py)
 
 Per path and set: a ``--warmup``-step untimed run (it compiles with ``--compile``; its seconds are
 the "warm-up s" column), then ``--steps`` timed steps (median of ``--repeat`` runs), with
@@ -96,6 +98,8 @@ def parse_args(argv=None):
     p.add_argument("--compile_mode", choices=("default", "reduce-overhead", "max-autotune"), default="default")
     p.add_argument("--compile_cache", default=None, metavar="DIR")
     p.add_argument("--channels_last", action="store_true")
+    p.add_argument("--cudnn_benchmark", action="store_true",
+                   help="torch.backends.cudnn.benchmark on for the chosen path (CUDA)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per set and path (default 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps before timing (default 1)")
     p.add_argument("--repeat", type=int, default=1, help="timed runs, median kept (default 1)")
@@ -234,7 +238,8 @@ def run_header(args, device, label, cfg, chosen_peak, release_peak, stamp) -> li
              else f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads")
     chosen_desc = (f"{args.precision}, batch {args.batch}, batched UNet {args.batched_unet}, attention "
                    f"{args.attention}" + (f", compiled ({args.compile_mode})" if args.compile else "")
-                   + (", channels_last" if args.channels_last else ""))
+                   + (", channels_last" if args.channels_last else "")
+                   + (", cuDNN benchmark" if args.cudnn_benchmark else ""))
     header = [f"# DDFM whole-test-set benchmark ({stamp.strftime('%Y-%m-%d %H:%M')} UTC)",
               f"device: {where}; torch {torch.__version__}; model: {label}, "
               f"{parameter_count(cfg) / 1e6:.1f}M parameters, random weights",
@@ -250,12 +255,22 @@ def run_header(args, device, label, cfg, chosen_peak, release_peak, stamp) -> li
     return header
 
 
+def set_backends(precision: str, cudnn_benchmark: bool) -> None:
+    """The process-wide switches of a path, as sample.py sets them: TF32 only for tf32 (cuDNN
+    would otherwise allow it in fp32 convolutions by default), and cuDNN's algorithm search."""
+    from ddfm import set_tf32
+
+    set_tf32(precision == "tf32")
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
 def measure(paths, sets, cfg, device, args, flops) -> tuple[dict, Optional[float]]:
     """Time every set on every path: {(set, path): row numbers or {"error"}}, and the chosen
     path's compile time."""
     results = {}
     compile_seconds = None
     for path, options, batch, peak in paths:
+        set_backends(options["precision"], args.cudnn_benchmark and path == "chosen")
         try:
             fuser = build(cfg, device, args.seed, **options)
         except Exception as exc:  # noqa: BLE001 - say why and go on with the other path

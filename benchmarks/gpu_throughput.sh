@@ -5,7 +5,7 @@
 #   1. fidelity of the fast paths on the golden cases (tiny UNet): bf16 batched, fp32 batched,
 #      compiled fp32, compiled fp32 with CUDA graphs (batch 3: per-pair UNet calls inside one step);
 #   2. bench_dataset.py, eager bf16 batch 4 beside the release path (batch 1, legacy, fp32), all sets;
-#   3. the faithful fp32 path at batch 1 with channels_last (MSRS size);
+#   3. the faithful fp32 path at batch 1 with channels_last, then also with cuDNN's algorithm search (MSRS size);
 #   4. compiled bf16 batch 4 (MSRS, M3FD), then with CUDA graphs (reduce-overhead, MSRS).
 # Usage (CUDA machine, repo root): OUT=/tmp/out bash benchmarks/gpu_throughput.sh
 # Raw tables land in $OUT/results/bench_dataset_<device>_<date>.{md,json}: copy them into
@@ -35,6 +35,7 @@ capped() {  # capped SECONDS command...: run with a timeout, skipped when under 
   capped 110 python3 $B --device cuda --precision bf16 --batch 4 --markdown --out "$OUT/results"
   echo "## 3. faithful fp32, batch 1, channels_last (no TF32)"
   capped 30 python3 $B --device cuda --precision fp32 --batch 1 --channels_last --datasets MSRS --no_release --markdown --out "$OUT/results"
+  capped 30 python3 $B --device cuda --precision fp32 --batch 1 --channels_last --cudnn_benchmark --datasets MSRS --no_release --markdown --out "$OUT/results"
   echo "## 4. compiled bf16, batch 4 (compile time printed), then CUDA graphs"
   capped 150 python3 $B --device cuda --precision bf16 --batch 4 --compile --compile_cache "$CACHE" --datasets MSRS,M3FD --no_release --markdown --out "$OUT/results"
   capped 90 python3 $B --device cuda --precision bf16 --batch 4 --compile --compile_mode reduce-overhead --compile_cache "$CACHE" --datasets MSRS --no_release --markdown --out "$OUT/results"

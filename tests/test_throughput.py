@@ -268,6 +268,41 @@ def test_bench_dataset_tiny_end_to_end(tmp_path):
     assert "MSRS" in proc.stdout and "x release" in proc.stdout
 
 
+def load_script(path):
+    """A benchmark script as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_dataset_sets_each_paths_backend_switches(tmp_path, monkeypatch):
+    """The release path is timed in faithful fp32 (TF32 off: cuDNN allows it in convolutions by
+    default) and without cuDNN's algorithm search; the chosen path gets TF32 only under tf32 and
+    the search only with --cudnn_benchmark. Recorded while each path is timed."""
+    bench = load_script(REPO / "benchmarks" / "bench_dataset.py")
+    seen = []
+    timed = bench.time_set
+
+    def spy(fuser, size, batch, args, device):
+        seen.append((batch, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                     torch.backends.cudnn.benchmark))
+        return timed(fuser, size, batch, args, device)
+
+    monkeypatch.setattr(bench, "time_set", spy)
+    for flag in ("torch.backends.cudnn.allow_tf32", "torch.backends.cuda.matmul.allow_tf32",
+                 "torch.backends.cudnn.benchmark"):
+        monkeypatch.setattr(flag, True if flag.endswith("cudnn.allow_tf32") else False)  # torch's defaults
+    argv = ["--tiny", "--device", "cpu", "--datasets", "Harvard", "--out", str(tmp_path)]
+    assert bench.main(argv + ["--precision", "tf32", "--cudnn_benchmark"]) == 0
+    assert bench.main(argv + ["--precision", "fp32"]) == 0
+    # (batch, cuDNN TF32, matmul TF32, cuDNN benchmark): release is batch 1, chosen batch 2
+    assert seen == [(1, False, False, False), (2, True, True, True),
+                    (1, False, False, False), (2, False, False, False)]
+
+
 # ------------------------------------------------------------------------ the GPU scripts
 
 def script_commands(script):
@@ -291,21 +326,16 @@ def script_commands(script):
     return commands
 
 
-@pytest.mark.parametrize("script, expected", [("gpu_throughput.sh", 8), ("gpu_check.sh", 4)])
+@pytest.mark.parametrize("script, expected", [("gpu_throughput.sh", 9), ("gpu_check.sh", 4)])
 def test_gpu_scripts_are_valid_shell_and_every_command_parses(script, expected):
     """The GPU scripts run where device time is scarce: a bad flag, a misspelt data set or golden
     case must be found here, on the CPU, not after minutes of a lent GPU."""
-    import importlib.util
-
     syntax = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / script)], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
     commands = script_commands(script)
     assert len(commands) == expected, [c[0] for c in commands]
     for line, path, argv in commands:
-        spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
         try:
-            module.parse_args(argv)
+            load_script(path).parse_args(argv)
         except SystemExit as exc:
             pytest.fail(f"{script}: {line!r} does not parse (exit {exc.code})")
