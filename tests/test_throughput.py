@@ -339,3 +339,38 @@ def test_gpu_scripts_are_valid_shell_and_every_command_parses(script, expected):
             load_script(path).parse_args(argv)
         except SystemExit as exc:
             pytest.fail(f"{script}: {line!r} does not parse (exit {exc.code})")
+
+
+def test_gpu_throughput_runs_its_parts_in_order(tmp_path):
+    """gpu_throughput.sh with python3 and nvidia-smi stubbed (they only log their arguments):
+    the default parts run in order, every step once; chosen parts only; an unknown part is
+    refused before anything runs."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    log = tmp_path / "calls.log"
+    for name in ("python3", "nvidia-smi"):
+        (stubs / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
+        (stubs / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
+           "CACHE": str(tmp_path / "cache")}
+
+    def run(*parts):
+        log.write_text("")
+        proc = subprocess.run(["bash", "benchmarks/gpu_throughput.sh", *parts], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+        calls = [line.split(" ", 1)[1] for line in log.read_text().splitlines() if line.startswith("python3 b")]
+        return proc, calls
+
+    proc, calls = run()
+    assert proc.returncode == 0, proc.stderr
+    assert len(calls) == 9 and [c.split()[0] for c in calls][:5] == [
+        "benchmarks/bench_dataset.py"] * 4 + ["benchmarks/gpu_fidelity.py"]
+    assert calls[0] == (f"benchmarks/bench_dataset.py --device cuda --precision bf16 --batch 4 --markdown "
+                        f"--out {tmp_path}/out/results")
+    assert "--compile" in calls[1] and "--cudnn_benchmark" in calls[3] and "reduce-overhead" in calls[-1]
+    assert (tmp_path / "out" / "throughput.log").exists()
+
+    proc, calls = run("graphs", "fp32")
+    assert proc.returncode == 0 and len(calls) == 3 and "reduce-overhead" in calls[0]
+    proc, calls = run("sets", "bogus")
+    assert proc.returncode == 2 and "unknown part bogus" in proc.stderr and calls == []
