@@ -374,3 +374,13 @@ def test_gpu_throughput_runs_its_parts_in_order(tmp_path):
     assert proc.returncode == 0 and len(calls) == 3 and "reduce-overhead" in calls[0]
     proc, calls = run("sets", "bogus")
     assert proc.returncode == 2 and "unknown part bogus" in proc.stderr and calls == []
+
+
+def test_gpu_fidelity_runs_on_the_cpu_and_reproduces_the_golden_case():
+    """benchmarks/gpu_fidelity.py end to end (it runs on whatever device is there): fp32 on the
+    CPU reproduces small_10steps' recon PNG pixel for pixel."""
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_fidelity.py", "--cases", "small_10steps"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| small_10steps")]
+    assert len(rows) == 1 and "| 100.000 % | 0 | inf |" in rows[0], proc.stdout
