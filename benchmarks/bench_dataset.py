@@ -322,8 +322,8 @@ def fidelity_cells(m, ref, path) -> list[str]:
     ``m`` for the raw outputs); "-" for the release path itself or when either has no output."""
     if path == "release" or m.get("gray0") is None or ref.get("gray0") is None:
         return ["-", "-"]
-    m["max_diff_u8"], m["psnr_vs_release"] = gray_difference(m["gray0"], ref["gray0"])
-    psnr = m["psnr_vs_release"]
+    m["max_diff_u8"], psnr = gray_difference(m["gray0"], ref["gray0"])
+    m["psnr_vs_release"] = psnr
     return ["inf" if psnr == math.inf else f"{psnr:.1f}", str(m["max_diff_u8"])]
 
 
@@ -339,10 +339,23 @@ def em_shares(sets, results, batch, device) -> dict:
     return shares
 
 
+def strict_json(value):
+    """``value`` with every non-finite float written as a string ("inf", "nan"), so the raw JSON
+    is standard JSON (json.dumps would write Infinity, which other readers refuse)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_raw(base: Path, md: str, raw: dict) -> None:
     from util.fileio import atomic_path
     base.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, content in ((".md", md), (".json", json.dumps(raw, indent=1, default=str) + "\n")):
+    text = json.dumps(strict_json(raw), indent=1, default=str, allow_nan=False) + "\n"
+    for suffix, content in ((".md", md), (".json", text)):
         with atomic_path(base.with_suffix(suffix)) as tmp:
             Path(tmp).write_text(content, encoding="utf-8")
     print(f"\nraw outputs: {base}.md, {base}.json", flush=True)
