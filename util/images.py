@@ -259,7 +259,7 @@ def _modality_folders(root: Path, name_a: str, name_b: str) -> list[Path]:
     return dirs
 
 
-def _one_pair_per_stem(pairs: list[Pair], problems: list[str]) -> list[Pair]:
+def _one_pair_per_stem(pairs: list[Pair], problems: list[PairProblem]) -> list[Pair]:
     """Pairs whose output name is already taken are dropped, each with a problem line."""
     stems: dict = {}
     for pair in pairs:
