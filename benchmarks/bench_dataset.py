@@ -67,6 +67,8 @@ from bench_sample import (Memory, first_line, free_memory, gib, gray_difference,
                           gray_pair, redraw_zero_layers, set_steps, sync)
 from flops import format_table, model_config, parameter_count, size_label, unet_flops  # noqa: E402
 
+from ddfm.options import ATTENTION_MODES, BATCHED_UNET, COMPILE_MODES, PRECISIONS  # noqa: E402
+
 # (name, pairs, (H, W) the UNet sees, where the size and count come from)
 DATASETS = [
     ("MSRS", 361, (480, 640), "361 pairs, 640x480"),
@@ -90,12 +92,12 @@ def parse_args(argv=None):
     p.add_argument("--datasets", default=",".join(d[0] for d in DATASETS),
                    help="comma-separated subset of " + ", ".join(d[0] for d in DATASETS))
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="bf16")
+    p.add_argument("--precision", choices=PRECISIONS, default="bf16")
     p.add_argument("--batch", type=int, default=None, help="pairs per batch of the chosen path (default 4)")
-    p.add_argument("--batched_unet", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--attention", choices=("auto", "legacy", "sdpa", "chunked"), default="auto")
+    p.add_argument("--batched_unet", choices=BATCHED_UNET, default="auto")
+    p.add_argument("--attention", choices=ATTENTION_MODES, default="auto")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--compile_mode", choices=("default", "reduce-overhead", "max-autotune"), default="default")
+    p.add_argument("--compile_mode", choices=COMPILE_MODES, default="default")
     p.add_argument("--compile_cache", default=None, metavar="DIR")
     p.add_argument("--channels_last", action="store_true")
     p.add_argument("--cudnn_benchmark", action="store_true",

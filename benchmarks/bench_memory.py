@@ -10,7 +10,6 @@ cap is what a smaller card would see. CUDA only.
     python benchmarks/bench_memory.py [--sizes 256x256 480x640 768x1024] [--caps 4 6 8 12 16 24 32]
 """
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -18,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from ddfm import FuseOptions, Fuser, Source, set_tf32  # noqa: E402
+from ddfm.options import PRECISIONS  # noqa: E402
+from flops import parse_size, size_label  # noqa: E402
 from util.config import load_model_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,15 +43,13 @@ def try_once(fuser, h, w, cap_gib, total_gib):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", nargs="+", default=["256x256", "480x640", "768x1024"])
+    p.add_argument("--sizes", nargs="+", type=parse_size, default=[(256, 256), (480, 640), (768, 1024)])
     p.add_argument("--precisions", default="bf16,fp32")
     p.add_argument("--caps", nargs="+", type=float, default=[4, 6, 8, 12, 16, 24, 32, 48])
     args = p.parse_args(argv)
-    if any(not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", size) for size in args.sizes):
-        p.error(f"--sizes: give HEIGHTxWIDTH, e.g. 480x640 (got {' '.join(args.sizes)})")
-    bad = [q for q in args.precisions.split(",") if q not in ("fp32", "tf32", "bf16", "fp16")]
+    bad = [q for q in args.precisions.split(",") if q not in PRECISIONS]
     if bad:
-        p.error(f"--precisions: unknown {', '.join(bad)}; use fp32, tf32, bf16, fp16")
+        p.error(f"--precisions: unknown {', '.join(bad)}; use {', '.join(PRECISIONS)}")
     return args
 
 
@@ -69,15 +68,14 @@ def main(argv=None):
         set_tf32(precision == "tf32")  # process-wide, as sample.py sets it
         fuser = Fuser(cfg, REPO / "configs" / "diffusion_config.yaml", precision=precision, steps=2,
                       allow_random_weights=True)
-        for size in args.sizes:
-            h, w = (int(v) for v in size.split("x"))
+        for h, w in args.sizes:
             result = "> {:g}".format(args.caps[-1]), "-", "-"
             for cap in args.caps:
                 ok, peak, sps = try_once(fuser, h, w, cap, total)
                 if ok:
                     result = f"{cap:g}", f"{peak:.2f}", f"{sps:.3f}"
                     break
-            print(f"| {size} | {precision} | {result[0]} | {result[1]} | {result[2]} |", flush=True)
+            print(f"| {size_label((h, w))} | {precision} | {result[0]} | {result[1]} | {result[2]} |", flush=True)
         del fuser
         torch.cuda.empty_cache()
 

@@ -18,23 +18,25 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from ddfm.options import ATTENTION_MODES, BATCHED_UNET, COMPILE_MODES, PRECISIONS  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fixtures", default=str(REPO / "tests" / "fixtures"),
                    help="folder holding golden/ (the repository's tests/fixtures)")
-    p.add_argument("--attention", default="auto", choices=("auto", "legacy", "sdpa", "chunked"))
-    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"))
+    p.add_argument("--attention", default="auto", choices=ATTENTION_MODES)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--cases", default="small_10steps,flir_10steps")
     p.add_argument("--batch", type=int, default=1, help="sample.py --batch (flir_10steps: 3 = one batch)")
-    p.add_argument("--batched_unet", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--batched_unet", default="auto", choices=BATCHED_UNET)
     p.add_argument("--compile", action="store_true", help="sample.py --compile")
-    p.add_argument("--compile_mode", default=None, choices=("default", "reduce-overhead", "max-autotune"),
+    p.add_argument("--compile_mode", default=None, choices=COMPILE_MODES,
                    help="sample.py --compile_mode (with --compile)")
     args = p.parse_args(argv)
     args.case_list = [c for c in args.cases.split(",") if c]
-    golden = Path(args.fixtures) / "golden"
+    args.golden = golden = Path(args.fixtures) / "golden"
     unknown = [c for c in args.case_list if not (golden / "pipeline" / c / "diffusion_config.yaml").is_file()]
     if unknown or not args.case_list:
         have = sorted(d.name for d in (golden / "pipeline").glob("*") if d.is_dir())
@@ -52,7 +54,7 @@ def main(argv=None):
         extra += ["--compile"] + (["--compile_mode", args.compile_mode] if args.compile_mode else [])
     path = f"batch {args.batch}, batched UNet {args.batched_unet}" + (
         f", compiled ({args.compile_mode or 'default'})" if args.compile else "")
-    golden = Path(args.fixtures) / "golden"
+    golden = args.golden
     print("| case | attention | precision | path | trace max abs diff (sample / x0 / EM in / EM out) "
           "| recon pixels identical | max diff | PSNR dB | compile |")
     print("|---|---|---|---|---|---|---|---|---|")
