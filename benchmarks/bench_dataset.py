@@ -284,6 +284,8 @@ def measure(paths, sets, cfg, device, args, flops) -> tuple[dict, Optional[float
             try:
                 m = time_set(fuser, size, batch, args, device)
                 m.update(row_numbers(m, pairs, batch, flops[size], peak), batch=batch)
+                if path == "chosen":
+                    m.update(chosen_extras(m, results.get((name, "release"), {}), size, batch, device))
                 print(f"  [{name} {size_label(size)} {path}] {m['s_step']:.4g} s/step (batch {batch}), "
                       f"{m['tflops']:.3g} TFLOP/s, peak mem {gib(m['peak_bytes'])} GiB, "
                       f"warm-up {m['warmup_s']:.1f} s", flush=True)
@@ -315,30 +317,28 @@ def table_rows(sets, paths, results) -> list[list[str]]:
                           f"{m['s_step']:.4g}", f"{m['s_pair_step']:.4g}", f"{m['tflops']:.3g}",
                           "-" if pct is None else f"{pct:.1f}", f"{m['pairs_per_hour']:.4g}",
                           f"{m['set_minutes']:.4g}", "-" if speed is None else f"{speed:.2f}",
-                          gib(m["peak_bytes"]), f"{m['warmup_s']:.1f}", *fidelity_cells(m, ref, path)])
+                          gib(m["peak_bytes"]), f"{m['warmup_s']:.1f}", *fidelity_cells(m)])
     return table
 
 
-def fidelity_cells(m, ref, path) -> list[str]:
-    """PSNR and largest difference of the first pair against the release path's (stored in
-    ``m`` for the raw outputs); "-" for the release path itself or when either has no output."""
-    if path == "release" or m.get("gray0") is None or ref.get("gray0") is None:
+def chosen_extras(m, ref, size, batch, device) -> dict:
+    """What the chosen path's row adds to its timing: the first pair's PSNR and largest grey
+    difference against the release path's output (when both have one), and the EM step's own
+    time with its share of the step."""
+    extras = {}
+    if m.get("gray0") is not None and ref.get("gray0") is not None:
+        extras["max_diff_u8"], extras["psnr_vs_release"] = gray_difference(m["gray0"], ref["gray0"])
+    seconds = em_step_seconds(size, batch, device)
+    extras.update(em_ms_step=1e3 * seconds, em_pct_step=100 * seconds / m["s_step"])
+    return extras
+
+
+def fidelity_cells(m) -> list[str]:
+    """The PSNR and max |d| cells: "-" for the release path and where there is no comparison."""
+    if "psnr_vs_release" not in m:
         return ["-", "-"]
-    m["max_diff_u8"], psnr = gray_difference(m["gray0"], ref["gray0"])
-    m["psnr_vs_release"] = psnr
+    psnr = m["psnr_vs_release"]
     return ["inf" if psnr == math.inf else f"{psnr:.1f}", str(m["max_diff_u8"])]
-
-
-def em_shares(sets, results, batch, device) -> dict:
-    """{set: (EM ms per step, % of the chosen path's s/step or None)} for every set."""
-    shares = {}
-    for name, _, size, _ in sets:
-        seconds = em_step_seconds(size, batch, device)
-        chosen = results.get((name, "chosen"), {})
-        shares[name] = (1e3 * seconds, 100 * seconds / chosen["s_step"] if "s_step" in chosen else None)
-        chosen["em_ms_step"] = shares[name][0]
-    free_memory(device)
-    return shares
 
 
 def strict_json(value):
@@ -392,10 +392,9 @@ def main(argv=None) -> int:
     table = table_rows(sets, paths, results)
     notes = [f"{name}: {note}" + (f" (timed at {size_label(size)}, --tiny)" if args.tiny else "")
              for name, _, size, note in sets]
-    em_share = em_shares(sets, results, args.batch, device)
-    notes += [f"{name}: the EM step (eager float32 x0 hook, batch {args.batch}) takes {ms:.3g} ms of the chosen "
-              f"path's step" + (f" ({pct:.1f} %)" if pct is not None else "")
-              for name, (ms, pct) in em_share.items()]
+    chosen = {name: results[(name, "chosen")] for name, *_ in sets}
+    notes += [f"{name}: the EM step (eager float32 x0 hook, batch {args.batch}) takes {m['em_ms_step']:.3g} ms "
+              f"of the chosen path's step ({m['em_pct_step']:.1f} %)" for name, m in chosen.items() if "em_ms_step" in m]
     if compile_seconds is not None:
         notes.append(f"compile: {compile_seconds:.1f} s (first UNet call of the chosen path)")
     if device.type == "cpu" and args.precision == "tf32":
