@@ -133,8 +133,9 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
         if len(found) > 1:
             skip(stem, f"several fused images: {', '.join(p.name for p in found)}")
             continue
-        if link_problem(found[0]):
-            skip(stem, f"{found[0]}: {link_problem(found[0])}")
+        dangling = link_problem(found[0])
+        if dangling:
+            skip(stem, f"{found[0]}: {dangling}")
             continue
         try:
             f = read_gray(found[0])

@@ -225,9 +225,9 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
             problems.append(_unpaired(a, dirs[1]))
             continue
         used.add(b)
-        broken = [PairProblem(p, link_problem(p)) for p in (a, b) if link_problem(p)]
+        broken = next((PairProblem(p, reason) for p in (a, b) if (reason := link_problem(p))), None)
         if broken:
-            problems.append(broken[0])
+            problems.append(broken)
             continue
         pairs.append(Pair(a.stem, a, b))
     for b in files_b:
