@@ -6,7 +6,7 @@ once; fusers of other step counts share it through ``Fuser.respaced``) and writt
 ``sample.save_results``, so the PNG offered for download is the file ``sample.py`` writes for
 the same pair and options. Sampling runs in a worker thread; its observing callback hands the
 x0 estimate of every few steps to the page while it runs. Metrics are those of
-``util/metrics.py`` computed as ``evaluate.py`` does (grey re-read from the PNG, sources
+``metrics/evaluator.py`` computed as ``evaluate.py`` does (grey re-read from the PNG, sources
 cropped to its size).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import sample  # noqa: E402
 from ddfm import PRIORS, check_pair, load_source  # noqa: E402
 from ddfm.fusion import FusionError, to_gray_uint8  # noqa: E402
 from util.images import ImageError, find_pairs, peek_size, read_gray  # noqa: E402
-from util.metrics import evaluate_pair  # noqa: E402
+from metrics.evaluator import evaluate_pair  # noqa: E402
 from util.presets import presets_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
@@ -389,7 +389,7 @@ def output_panel() -> dict:
                               elem_id="x0-gallery")
     with gr.Row():
         c["metrics"] = gr.Dataframe(headers=list(METRICS), datatype="number", interactive=False,
-                                    label="metrics (util/metrics.py, as evaluate.py computes them)",
+                                    label="metrics (metrics/evaluator.py, as evaluate.py computes them)",
                                     elem_id="metrics", scale=3)
         c["files"] = gr.File(label="download", file_count="multiple", interactive=False, scale=1,
                              elem_id="downloads")

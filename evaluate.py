@@ -7,7 +7,7 @@
 infrared role), with the same file names in each; every ``--fused`` folder (one method each)
 holds one fused image per source pair, named like the sources (any image extension; DDFM's
 ``sample.py`` writes ``<name>.png``). Images are read as the reference evaluator reads them
-(grey = round(0.299 R + 0.587 G + 0.114 B)); the metrics are those of ``util/metrics.py``.
+(grey = round(0.299 R + 0.587 G + 0.114 B)); the metrics are those of ``metrics/evaluator.py``.
 
 The table (stdout) has one row per fused folder: the mean of every metric over the pairs, two
 decimals, columns EN SD MI VIF Qabf SSIM (DDFM's Table 1), then SF AG SCD CC PSNR MSE, then how
@@ -36,7 +36,7 @@ from tqdm import tqdm
 from util.fileio import write_text_atomic
 from util.images import (IMAGE_EXTENSIONS, ImageError, files_for_stem, find_pairs, images_by_stem, link_problem,
                           read_gray)
-from util.metrics import PROFILES, TABLE_COLUMNS, evaluate_pair, get_profile
+from metrics.evaluator import PROFILES, TABLE_COLUMNS, evaluate_pair, get_profile
 from util.tables import md_row, md_rule, text_table
 
 CROP_LIMIT = 32  # a fused image may be smaller than its sources by fewer pixels than this

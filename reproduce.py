@@ -54,7 +54,7 @@ from util.fileio import file_in_the_way, write_text_atomic
 from util.config import ConfigError, load_yaml
 from util.images import (ImageError, files_for_stem, find_pairs, images_by_stem, is_image_file, read_rgb,
                          write_png_atomic)
-from util.metrics import PROFILES, TABLE_COLUMNS
+from metrics.evaluator import PROFILES, TABLE_COLUMNS
 from util.options import cli_fields, flag_of
 from util.tables import md_row, md_rule, text_table
 from util.presets import Preset, presets_for

@@ -1,4 +1,4 @@
-"""Benchmark: util.metrics against a straightforward scalar implementation of the same formulas.
+"""Benchmark: metrics.evaluator against a straightforward scalar implementation of the same formulas.
 
     python benchmarks/bench_metrics.py [--data tests/fixtures/data/RoadScene] [--pairs 50]
                                        [--loop-pairs 3] [--crop 64] [--repeat 20]
@@ -11,7 +11,7 @@ speed target is judged on CPU time. The fused image of every pair is the rounded
 two sources (as in the golden ``roadscene_mean`` case). What is measured, per pair, all twelve
 metrics together:
 
-1. ``util.metrics.evaluate_pair`` on every RoadScene pair at full size (about 500x330), and on
+1. ``metrics.evaluator.evaluate_pair`` on every RoadScene pair at full size (about 500x330), and on
    one pair resized to 512x384 (the size the issue's speed target names), median of
    ``--repeat`` runs.
 2. ``loop``: the scalar implementation below -- per-pixel Python loops over Python floats,
@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from util.images import IMAGE_EXTENSIONS, read_gray  # noqa: E402
-from util.metrics import METRIC_NAMES, evaluate_pair  # noqa: E402
+from metrics.evaluator import METRIC_NAMES, evaluate_pair  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------

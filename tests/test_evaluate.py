@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import evaluate
-from util import metrics as M
+from metrics import evaluator as M
 from util.images import read_gray, write_png_atomic
 
 RTOL = 1e-6

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 
-PROJECT = ("ddfm", "util", "guided_diffusion", "sample", "evaluate", "reproduce")
+PROJECT = ("ddfm", "util", "metrics", "guided_diffusion", "sample", "evaluate", "reproduce", "demo", "demo_app")
 
 
 def imported_modules(folder):

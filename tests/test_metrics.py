@@ -1,4 +1,4 @@
-"""util.metrics: equal to the reference evaluator's numbers (golden/metrics/expected.json),
+"""metrics.evaluator: equal to the reference evaluator's numbers (golden/metrics/expected.json),
 to independent transcriptions of its formulas, and well-behaved on degenerate images."""
 import importlib.util
 import math
@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from scipy.signal import convolve2d
 
-from util import metrics as M
+from metrics import evaluator as M
 from util.images import IMAGE_EXTENSIONS, read_gray
 
 RTOL = 1e-6
