@@ -1,8 +1,8 @@
 """Benchmark: how long each paper test set takes, fast path against the release's way, in one run.
 
-    python benchmarks/bench_dataset.py --device cuda --precision bf16 --batch 4          # eager bf16
-    python benchmarks/bench_dataset.py --device cuda --precision bf16 --batch 4 --compile
-    python benchmarks/bench_dataset.py --tiny                                            # CPU smoke run
+    python -m benchmarks.bench_dataset --device cuda --precision bf16 --batch 4          # eager bf16
+    python -m benchmarks.bench_dataset --device cuda --precision bf16 --batch 4 --compile
+    python -m benchmarks.bench_dataset --tiny                                            # CPU smoke run
 
 For each test set (MSRS, M3FD, RoadScene, TNO, Harvard; ``--datasets`` to choose) a batch of
 random grey pairs at the set's size goes through the real sampler (``Fuser.fuse_sources``: UNet,
@@ -58,16 +58,14 @@ from typing import Optional
 
 import torch
 
+from util.tables import render_table
 REPO = Path(__file__).resolve().parents[1]
-for _p in (str(REPO), str(REPO / "benchmarks")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-from bench_sample import (Memory, first_line, free_memory, gib, gray_difference,  # noqa: E402
+from benchmarks.common import (Memory, first_line, free_memory, gib, gray_difference,  # noqa: E402
                           gray_pair, redraw_zero_layers, set_steps, sync)
-from flops import format_table, model_config, parameter_count, size_label, unet_flops  # noqa: E402
+from benchmarks.flops import model_config, parameter_count, size_label, unet_flops  # noqa: E402
 
-from ddfm.options import ATTENTION_MODES, BATCHED_UNET, COMPILE_MODES, PRECISIONS  # noqa: E402
+from ddfm.config import ATTENTION_MODES, BATCHED_UNET, COMPILE_MODES, PRECISIONS  # noqa: E402
 
 # (name, pairs, (H, W) the UNet sees, where the size and count come from)
 DATASETS = [
@@ -145,7 +143,7 @@ def build(cfg, device, seed, **options):
     """A Fuser around randomly initialised weights: the same seed gives the same weights for
     every path (drawn on the CPU in float32, before any cast)."""
     from ddfm import Fuser
-    from util.config import load_diffusion_config
+    from ddfm.config import load_diffusion_config
 
     torch.manual_seed(seed)
     fuser = Fuser(cfg, load_diffusion_config(REPO / "configs" / "diffusion_config.yaml"), device=device,
@@ -399,10 +397,10 @@ def main(argv=None) -> int:
         notes.append(f"compile: {compile_seconds:.1f} s (first UNet call of the chosen path)")
     if device.type == "cpu" and args.precision == "tf32":
         notes.append("tf32 has no effect on the CPU (it is plain fp32 there)")
-    print("\n" + format_table(columns, table, args.markdown) + "\n\n" + "\n".join(notes), flush=True)
+    print("\n" + render_table(columns, table, args.markdown) + "\n\n" + "\n".join(notes), flush=True)
 
     base = Path(args.out) / f"bench_dataset_{device_slug(device)}_{stamp.strftime('%Y-%m-%d_%H%M')}"
-    md = "\n".join(header) + "\n\n" + format_table(columns, table, True) + "\n\n" + "\n".join(
+    md = "\n".join(header) + "\n\n" + render_table(columns, table, True) + "\n\n" + "\n".join(
         f"- {n}" for n in notes) + "\n"
     raw = dict(header=header, columns=columns, table=table, notes=notes, argv=sys.argv[1:] if argv is None else argv,
                compile_seconds=compile_seconds,

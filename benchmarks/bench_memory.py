@@ -7,7 +7,7 @@ PyTorch's peak memory without a cap overstates the need: cuDNN picks convolution
 with large workspaces when memory is free and falls back to leaner ones when it is not, so the
 cap is what a smaller card would see. CUDA only.
 
-    python benchmarks/bench_memory.py [--sizes 256x256 480x640 768x1024] [--caps 4 6 8 12 16 24 32]
+    python -m benchmarks.bench_memory [--sizes 256x256 480x640 768x1024] [--caps 4 6 8 12 16 24 32]
 """
 import argparse
 import sys
@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from ddfm import FuseOptions, Fuser, Source, set_tf32  # noqa: E402
-from ddfm.options import PRECISIONS  # noqa: E402
-from flops import parse_size, size_label  # noqa: E402
-from util.config import load_model_config  # noqa: E402
+from ddfm.config import PRECISIONS  # noqa: E402
+from benchmarks.flops import parse_size, size_label  # noqa: E402
+from ddfm.config import load_model_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

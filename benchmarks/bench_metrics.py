@@ -1,6 +1,6 @@
 """Benchmark: metrics.evaluator against a straightforward scalar implementation of the same formulas.
 
-    python benchmarks/bench_metrics.py [--data tests/fixtures/data/RoadScene] [--pairs 50]
+    python -m benchmarks.bench_metrics [--data tests/fixtures/data/RoadScene] [--pairs 50]
                                        [--loop-pairs 3] [--crop 64] [--repeat 20]
 
 Everything runs on one core: numpy/BLAS/torch are held to one thread (scipy.fft and
@@ -12,7 +12,7 @@ two sources (as in the golden ``roadscene_mean`` case). What is measured, per pa
 metrics together:
 
 1. ``metrics.evaluator.evaluate_pair`` on every RoadScene pair at full size (about 500x330), and on
-   one pair resized to 512x384 (the size the issue's speed target names), median of
+   one pair resized to 512x384 (the size of the speed target), median of
    ``--repeat`` runs.
 2. ``loop``: the scalar implementation below -- per-pixel Python loops over Python floats,
    every window sum written out, no numpy in the arithmetic -- on a ``--crop`` x ``--crop``
@@ -43,8 +43,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 from util.images import IMAGE_EXTENSIONS, read_gray  # noqa: E402
 from metrics.evaluator import METRIC_NAMES, evaluate_pair  # noqa: E402

@@ -1,10 +1,10 @@
 """Benchmark: the DDFM sampler (``Fuser.fuse_sources``) per execution path, in one run.
 
-    python benchmarks/bench_sample.py --model_config tiny --size 288x512 --steps 2 --paths legacy,fast,bf16
-    python benchmarks/bench_sample.py --device cuda --size 256x256 480x640 --steps 10 \
+    python -m benchmarks.bench_sample --model_config tiny --size 288x512 --steps 2 --paths legacy,fast,bf16
+    python -m benchmarks.bench_sample --device cuda --size 256x256 480x640 --steps 10 \
         --paths legacy,fast,tf32,bf16,fp16,compiled --markdown
-    python benchmarks/bench_sample.py --gpu_suite          # the whole planned GPU measurement
-    python benchmarks/bench_sample.py --device cuda --memory_sweep --paths fast,bf16
+    python -m benchmarks.bench_sample --gpu_suite          # the whole planned GPU measurement
+    python -m benchmarks.bench_sample --device cuda --memory_sweep --paths fast,bf16
 
 What it does. The UNet of ``--model_config`` (``full`` = configs/model_config_imagenet.yaml,
 ``tiny`` = the golden tiny UNet's keys, or a YAML path) is built with *random* weights, no
@@ -49,30 +49,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import gc
 import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn as nn
 
+from util.tables import render_table
 REPO = Path(__file__).resolve().parents[1]
-for _p in (str(REPO), str(REPO / "benchmarks")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-from flops import (FLOPS_HEADER, flops_table, format_table, model_config,  # noqa: E402
+from benchmarks.common import (Memory, first_line, free_memory, gib, gray_difference, gray_pair,
+                               process_peak_rss, redraw_zero_layers, set_steps, sync)
+from benchmarks.flops import (FLOPS_HEADER, flops_table, model_config,  # noqa: E402
                    parameter_count, parse_size, size_label, unet_flops)
 
 PATHS = {
@@ -99,7 +94,6 @@ SPEC_PEAKS = {
     "H100 PCIe": {"fp32": 51, "tf32": 378, "bf16": 756, "fp16": 756},
     "A100": {"fp32": 19.5, "tf32": 156, "bf16": 312, "fp16": 312},
 }
-GiB = 1024 ** 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,11 +102,6 @@ GiB = 1024 ** 3
 
 def log(line: str) -> None:
     print(line, flush=True)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def card_peaks(device: torch.device):
@@ -130,101 +119,6 @@ def card_peaks(device: torch.device):
     return None, None
 
 
-def rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def process_peak_rss() -> int:
-    """getrusage maxrss: the process's all-time peak (kB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-class RssSampler:
-    """Highest resident set size seen while active, sampled every ``interval`` s from
-    /proc/self/statm (torch's allocations are invisible to tracemalloc)."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.base = self.peak = rss_bytes()
-        self._stop = threading.Event()
-        self._thread = None
-
-    def __enter__(self):
-        if self.base is not None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            now = rss_bytes()
-            if now is not None and now > self.peak:
-                self.peak = now
-            self._stop.wait(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        now = rss_bytes()
-        if now is not None and self.peak is not None:
-            self.peak = max(self.peak, now)
-
-    @property
-    def growth(self) -> int | None:
-        return None if self.base is None else self.peak - self.base
-
-
-class Memory:
-    """Peak memory of a block: CUDA allocator peak, or sampled RSS growth on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak = self.reserved = self.at_start = None
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            sync(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.at_start = torch.cuda.memory_allocated(self.device)
-        else:
-            self._rss = RssSampler().__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            sync(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device)
-            self.reserved = torch.cuda.max_memory_reserved(self.device)
-        else:
-            self._rss.__exit__(*exc)
-            self.peak = self._rss.growth
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):  # hand freed heap back so RSS growth is measurable
-            import ctypes
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def gib(n) -> str:
-    return "-" if n is None else f"{n / GiB:.2f}"
-
-
-def first_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
-
-
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -233,28 +127,10 @@ def is_oom(exc: BaseException) -> bool:
 # the model, the fuser and the paths
 
 
-def redraw_zero_layers(model: nn.Module, seed: int) -> int:
-    """Re-draw every all-zero conv/linear layer (ADM's zero_module init) from PyTorch's default
-    uniform(+-1/sqrt(fan_in)), with a CPU generator so the weights do not depend on the device."""
-    gen = torch.Generator().manual_seed(seed)
-    count = 0
-    with torch.no_grad():
-        for module in model.modules():
-            if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) or module.weight.any():
-                continue
-            bound = 1 / math.sqrt(module.weight[0].numel())
-            for param in (module.weight, module.bias):
-                if param is not None:
-                    draw = (torch.rand(param.shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound
-                    param.copy_(draw.to(param.device, param.dtype))
-            count += 1
-    return count
-
-
 def build_fuser(cfg, device: torch.device, seed: int):
     """A Fuser around a randomly initialised UNet (legacy attention, fp32)."""
     from ddfm import Fuser
-    from util.config import load_diffusion_config
+    from ddfm.config import load_diffusion_config
 
     diffusion = REPO / "configs" / "diffusion_config.yaml"
     torch.manual_seed(seed)
@@ -264,23 +140,6 @@ def build_fuser(cfg, device: torch.device, seed: int):
     return fuser
 
 
-_SCHEDULES: dict = {}
-
-
-def set_steps(fuser, steps: int) -> None:
-    """Point the fuser at a ``steps``-step respacing of its diffusion config."""
-    from guided_diffusion.diffusion import make_schedule
-
-    d = fuser.diffusion_config
-    key = (steps, str(fuser.device))
-    if key not in _SCHEDULES:
-        if steps == 1:  # a 1-step respacing has no posterior variance; run the last step of 2
-            two = make_schedule(d.noise_schedule, d.steps, 2, fuser.device)
-            _SCHEDULES[key] = type(two)(**{k: (v[:1] if torch.is_tensor(v) else v)
-                                           for k, v in two.__dict__.items()})
-        else:
-            _SCHEDULES[key] = make_schedule(d.noise_schedule, d.steps, steps, fuser.device)
-    fuser.schedule = _SCHEDULES[key]
 
 
 class PathSwitch:
@@ -311,33 +170,16 @@ class PathSwitch:
         if spec.get("compile"):
             if self.compiled is None:
                 self.compiled = torch.compile(base, dynamic=True)
-            fuser.model = self.compiled
+            fuser.unet.model = self.compiled
         try:
             yield
         finally:
-            fuser.model = base
+            fuser.unet.model = base
             fuser.options = replace(fuser.options, precision="fp32", channels_last=False)
             set_tf32(False)
             if spec.get("channels_last"):
                 base.to(memory_format=torch.contiguous_format)
             base.set_attention("legacy")
-
-
-def gray_pair(size, seed: int):
-    """Two random grey sources of HEIGHTxWIDTH (smooth structure plus noise), fixed seed."""
-    from ddfm import load_source
-
-    h, w = size
-    rng = np.random.default_rng(seed + 7919 * h + w)
-    out = []
-    for name in ("ir", "vis"):
-        coarse = rng.uniform(0, 255, size=(max(h // 16, 2), max(w // 16, 2)))
-        smooth = np.kron(coarse, np.ones((16, 16)))[:h, :w]
-        if smooth.shape != (h, w):
-            smooth = np.pad(smooth, ((0, h - smooth.shape[0]), (0, w - smooth.shape[1])), mode="edge")
-        img = np.clip(0.7 * smooth + 0.3 * rng.uniform(0, 255, size=(h, w)), 0, 255).round()
-        out.append(load_source(img.astype(np.float32), name))
-    return out
 
 
 def run_sampler(fuser, pair, steps: int, device: torch.device):
@@ -407,13 +249,6 @@ def compare(row, ref) -> None:
         row["max_diff"] = float((row["sample"] - ref["sample"]).abs().max())
     if row.get("gray") is not None and ref.get("gray") is not None:
         row["max_diff_u8"], row["psnr"] = gray_difference(row["gray"], ref["gray"])
-
-
-def gray_difference(gray, ref) -> tuple[int, float]:
-    """Largest difference and PSNR (dB, inf when equal) of two 8-bit grey images."""
-    a, b = gray.astype(np.float64), ref.astype(np.float64)
-    mse = float(np.mean((a - b) ** 2))
-    return int(np.abs(a - b).max()), math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
 
 def timing_cells(row, flops, peaks, device) -> list[str]:
@@ -685,7 +520,7 @@ def main(argv=None) -> int:
 
     def print_timing(title, table_rows):
         log(f"\n## {title}\n")
-        log(format_table(timing_header(device), [timing_cells(r, flops, peaks, device) for r in table_rows], md))
+        log(render_table(timing_header(device), [timing_cells(r, flops, peaks, device) for r in table_rows], md))
 
     # -- memory sweep before compiling in the suite (compiling is the slow, risky part) -----
     sweep_rows = None
@@ -728,7 +563,7 @@ def log_header(args, cfg, label: str, device):
     with contextlib.suppress(Exception):
         sizes = list(dict.fromkeys(args.size + (args.sweep_sizes if args.memory_sweep else [])))
         log("\n## FLOPs per UNet call (torch.utils.flop_counter, meta device)\n")
-        log(format_table(FLOPS_HEADER, flops_table(cfg, sizes, label.startswith("full")), args.markdown))
+        log(render_table(FLOPS_HEADER, flops_table(cfg, sizes, label.startswith("full")), args.markdown))
         flops = {size_label(s): unet_flops(cfg, *s).total for s in args.size}
     return card, peaks, flops
 
@@ -802,7 +637,7 @@ def log_notes(device, card, peaks) -> None:
 
 def print_sweep(sweep_rows, device, md) -> None:
     log("\n## memory: what size fits in how much memory (batch 1, 2-step run)\n")
-    log(format_table(sweep_header(device), sweep_rows, md))
+    log(render_table(sweep_header(device), sweep_rows, md))
     if device.type == "cuda":
         log("\npeak alloc: torch.cuda.max_memory_allocated (tensors, weights included); reserved: what "
             "PyTorch's caching allocator held at its peak; GPU memory needed adds the CUDA context and "

@@ -1,6 +1,6 @@
 """FLOPs of one UNet call, counted with ``torch.utils.flop_counter.FlopCounterMode``.
 
-    python benchmarks/flops.py [--model_config full|tiny|PATH.yaml] [--size 256x256 480x640 ...]
+    python -m benchmarks.flops [--model_config full|tiny|PATH.yaml] [--size 256x256 480x640 ...]
 
 The network is built on the ``meta`` device (no memory, no arithmetic), so counting the full
 553M-parameter architecture at 1024x1024 takes about a second on any CPU. If a future operator
@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from util.config import ModelConfig, load_model_config  # noqa: E402
+from ddfm.config import ModelConfig, load_model_config
+from util.tables import render_table
 
 # The golden tiny UNet's keys (tests/fixtures/golden/unet_tiny.yaml), embedded so the benchmarks run
 # without the test fixtures; the weights are random anyway.
@@ -38,7 +37,7 @@ TINY_CONFIG = dict(image_size=64, num_channels=32, num_res_blocks=1, channel_mul
                    resblock_updown=True, use_fp16=False, use_new_attention_order=False)
 FULL_CONFIG_PATH = REPO / "configs" / "model_config_imagenet.yaml"
 
-# What issue 5 states for the full 256x256 architecture (TFLOP per UNet call, batch 1).
+# The figures stated before this counter existed for the full 256x256 architecture (TFLOP per UNet call, batch 1).
 ISSUE_TFLOP = {(256, 256): 2.24, (480, 640): 10.7}
 
 
@@ -150,22 +149,7 @@ def flops_table(cfg: ModelConfig, sizes, full: bool) -> list[list[str]]:
 
 
 FLOPS_HEADER = ["size (HxW)", "TFLOP/call", "conv", "attn bmm", "linear GFLOP",
-                "PFLOP/image @100 steps", "issue 5 states", "counted on"]
-
-
-def format_table(header, rows, markdown: bool) -> str:
-    rows = [[str(c) for c in r] for r in rows]
-    if markdown:
-        esc = lambda cells: [c.replace("|", "\\|") for c in cells]  # noqa: E731
-        header, rows = esc(header), [esc(r) for r in rows]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*r) for r in rows]
-    return "\n".join(lines)
+                "PFLOP/image @100 steps", "stated before", "counted on"]
 
 
 def main(argv=None) -> int:
@@ -179,7 +163,7 @@ def main(argv=None) -> int:
     label, cfg = model_config(args.model_config)
     print(f"model: {label}, {parameter_count(cfg) / 1e6:.1f}M parameters; FLOPs of one UNet call, batch 1 "
           f"(2 per multiply-add; conv + linear + attention matmuls)")
-    print(format_table(FLOPS_HEADER, flops_table(cfg, args.size, label.startswith("full")), args.markdown))
+    print(render_table(FLOPS_HEADER, flops_table(cfg, args.size, label.startswith("full")), args.markdown))
     return 0
 
 

@@ -8,9 +8,9 @@ OUT=${OUT:-/tmp/ddfm_gpu}; mkdir -p "$OUT"
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__)"
   echo "## golden fidelity on the GPU (tiny UNet; noise drawn on the CPU)"
-  for prec in fp32 bf16; do timeout 120 python3 benchmarks/gpu_fidelity.py --precision $prec; done
-  timeout 60 python3 benchmarks/gpu_fidelity.py --attention legacy --cases small_10steps
+  for prec in fp32 bf16; do timeout 120 python3 -m benchmarks.gpu_fidelity --precision $prec; done
+  timeout 60 python3 -m benchmarks.gpu_fidelity --attention legacy --cases small_10steps
   echo "## memory"
-  timeout ${MEM_TIMEOUT:-200} python3 benchmarks/bench_memory.py
+  timeout ${MEM_TIMEOUT:-200} python3 -m benchmarks.bench_memory
 } 2>&1 | tee "$OUT/check.log"
-if [ -n "${SUITE:-}" ]; then timeout ${BENCH_TIMEOUT:-400} python3 benchmarks/bench_sample.py --gpu_suite 2>&1 | tee "$OUT/bench.md"; fi
+if [ -n "${SUITE:-}" ]; then timeout ${BENCH_TIMEOUT:-400} python3 -m benchmarks.bench_sample --gpu_suite 2>&1 | tee "$OUT/bench.md"; fi

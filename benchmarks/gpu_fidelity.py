@@ -4,9 +4,9 @@ golden pipeline cases with --noise_device cpu (so the device starts from the CPU
 prints, per case, the largest trace differences and how many recon pixels match the golden
 (the release's fp32) PNGs, with their PSNR. It runs on the CPU too (the fast paths' fidelity there).
 
-    python benchmarks/gpu_fidelity.py [--attention auto] [--precision fp32]
-    python benchmarks/gpu_fidelity.py --precision bf16 --batch 3            # batched UNet (auto)
-    python benchmarks/gpu_fidelity.py --compile --cases small_10steps       # compiled fp32
+    python -m benchmarks.gpu_fidelity [--attention auto] [--precision fp32]
+    python -m benchmarks.gpu_fidelity --precision bf16 --batch 3            # batched UNet (auto)
+    python -m benchmarks.gpu_fidelity --compile --cases small_10steps       # compiled fp32
 """
 import argparse
 import subprocess
@@ -18,8 +18,7 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from ddfm.options import ATTENTION_MODES, BATCHED_UNET, COMPILE_MODES, PRECISIONS  # noqa: E402
+from ddfm.config import ATTENTION_MODES, BATCHED_UNET, COMPILE_MODES, PRECISIONS  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -1,6 +1,7 @@
-"""Issue 15, the throughput path: one UNet call per batch by default under tf32/bf16/fp16 (fp32
+"""The throughput path: one UNet call per batch by default under tf32/bf16/fp16 (fp32
 stays per pair), torch.compile with a persistent cache and its time reported, CUDA graphs refused
-off CUDA, and benchmarks/bench_dataset.py end to end on the tiny UNet."""
+off CUDA, and ``python -m benchmarks.bench_dataset`` end to end on the tiny UNet."""
+import importlib
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import torch
 
 import sample
 from conftest import GOLDEN, REPO
-from ddfm import FuseOptions, Fuser, configure_compile_cache, load_source, resolve_batched_unet
+from ddfm import FuseOptions, Fuser, FuserOptions, configure_compile_cache, load_source, resolve_batched_unet
 
 TINY_MODEL = GOLDEN / "unet_tiny.yaml"
 TINY_DIFFUSION = GOLDEN / "pipeline" / "small_10steps" / "diffusion_config.yaml"
@@ -47,9 +48,10 @@ def test_batched_unet_value_checked():
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fuser_and_cli_resolve_auto(precision):
-    assert Fuser(TINY_MODEL, TINY_DIFFUSION, precision=precision).batched_unet is (precision != "fp32")
+    assert Fuser(TINY_MODEL, TINY_DIFFUSION, precision=precision).unet.batched is (precision != "fp32")
     parser = sample.build_parser()
-    assert parser.parse_args([]).batched_unet == "auto"
+    assert parser.parse_args([]).batched_unet is None  # not given: the option's default, auto
+    assert FuserOptions().batched_unet == "auto"
     assert parser.parse_args(["--batched_unet"]).batched_unet == "on"    # as the old flag
     assert parser.parse_args(["--batched_unet", "off"]).batched_unet == "off"
 
@@ -61,14 +63,14 @@ def test_batched_unet_equals_per_pair_to_float_rounding():
     t = torch.full((3,), 999)
     with torch.inference_mode():
         per_pair = fuser.model_fn(x, t)
-        fuser.batched_unet = True
+        fuser.unet.batched = True
         batched = fuser.model_fn(x, t)
     assert torch.allclose(batched, per_pair, rtol=0, atol=1e-5), float((batched - per_pair).abs().max())
 
     ir, vis = crops_of_input_pairs()
-    fuser.batched_unet = False
+    fuser.unet.batched = False
     ref = fuser.fuse_sources(ir, vis, FuseOptions())
-    fuser.batched_unet = True
+    fuser.unet.batched = True
     got = fuser.fuse_sources(ir, vis, FuseOptions())
     assert_agree_to_rounding(ref, got)
 
@@ -85,9 +87,9 @@ def test_bf16_default_batches_and_matches_bf16_per_pair():
     against bf16 with one call per pair (bf16's own distance from fp32 is test_precision's)."""
     ir, vis = crops_of_input_pairs()
     fast = Fuser(TINY_MODEL, TINY_DIFFUSION, steps=2, precision="bf16")
-    assert fast.batched_unet
+    assert fast.unet.batched
     got = fast.fuse_sources(ir, vis, FuseOptions())
-    fast.batched_unet = False
+    fast.unet.batched = False
     ref = fast.fuse_sources(ir, vis, FuseOptions())
     assert_agree_to_rounding(ref, got)
 
@@ -146,8 +148,9 @@ def test_unet_outputs_survive_output_buffer_reuse(batched_unet):
     """Under CUDA graphs each UNet call overwrites the previous call's output: the per-pair
     outputs of one step and a step's output kept by the sampler must be copies (CPU stand-in)."""
     fuser = Fuser(TINY_MODEL, TINY_DIFFUSION, steps=2, batched_unet="on" if batched_unet else "off")
-    fuser.model = ReplayingUNet()
-    fuser.compile_mode, fuser.compile_seconds = "reduce-overhead", 0.0  # as after the first (compiling) call
+    fuser.unet.model = ReplayingUNet()
+    # as after the first (compiling) call
+    fuser.unet.compile_mode, fuser.unet.compile_seconds = "reduce-overhead", 0.0
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
     t = torch.tensor([10, 20])
     first = fuser.model_fn(x, t)
@@ -229,7 +232,7 @@ def test_compiled_unet_matches_eager_and_reuses_its_cache(tmp_path):
 
 def test_bench_dataset_tiny_end_to_end(tmp_path):
     out = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "benchmarks/bench_dataset.py", "--tiny", "--device", "cpu",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_dataset", "--tiny", "--device", "cpu",
                            "--datasets", "MSRS,Harvard", "--precision", "fp32", "--peak", "1",
                            "--release_peak", "1", "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -271,21 +274,11 @@ def test_bench_dataset_tiny_end_to_end(tmp_path):
     assert "MSRS" in proc.stdout and "x release" in proc.stdout
 
 
-def load_script(path):
-    """A benchmark script as a module (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_dataset_sets_each_paths_backend_switches(tmp_path, monkeypatch):
     """The release path is timed in faithful fp32 (TF32 off: cuDNN allows it in convolutions by
     default) and without cuDNN's algorithm search; the chosen path gets TF32 only under tf32 and
     the search only with --cudnn_benchmark. Recorded while each path is timed."""
-    bench = load_script(REPO / "benchmarks" / "bench_dataset.py")
+    bench = importlib.import_module("benchmarks.bench_dataset")
     seen = []
     timed = bench.time_set
 
@@ -309,23 +302,23 @@ def test_bench_dataset_sets_each_paths_backend_switches(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------ the GPU scripts
 
 def script_commands(script):
-    """Each ``python3 benchmarks/X.py ARGS`` of a shell script, variables filled in with what a
-    run would use (the first value of a ``for`` loop), as (line, module path, argv)."""
+    """Each ``python3 -m benchmarks.X ARGS`` of a shell script, variables filled in with what a
+    run would use (the first value of a ``for`` loop), as (line, module name, argv)."""
     import re
     import shlex
 
     text = (REPO / "benchmarks" / script).read_text()
-    values = {"B": "benchmarks/bench_dataset.py", "OUT": "/tmp/out", "CACHE": "/tmp/cache"}
+    values = {"B": "benchmarks.bench_dataset", "OUT": "/tmp/out", "CACHE": "/tmp/cache"}
     values.update({name: first for name, first in re.findall(r"for (\w+) in (\S+)", text)})
     commands = []
     for line in text.splitlines():
-        match = re.search(r"python3 ((?:benchmarks/\w+\.py|\$B)\b.*)", line)
+        match = re.search(r"python3 -m ((?:benchmarks\.\w+|\$B)\b.*)", line)
         if not match or line.lstrip().startswith("#"):
             continue
         words = re.split(r";|\||2>&1", match.group(1))[0]
         words = re.sub(r"\$(\w+)", lambda m: values[m.group(1)], words)
-        path, *argv = shlex.split(words)
-        commands.append((line.strip(), REPO / path, argv))
+        module, *argv = shlex.split(words)
+        commands.append((line.strip(), module, argv))
     return commands
 
 
@@ -337,9 +330,9 @@ def test_gpu_scripts_are_valid_shell_and_every_command_parses(script, expected):
     assert syntax.returncode == 0, syntax.stderr
     commands = script_commands(script)
     assert len(commands) == expected, [c[0] for c in commands]
-    for line, path, argv in commands:
+    for line, module, argv in commands:
         try:
-            load_script(path).parse_args(argv)
+            importlib.import_module(module).parse_args(argv)
         except SystemExit as exc:
             pytest.fail(f"{script}: {line!r} does not parse (exit {exc.code})")
 
@@ -361,14 +354,15 @@ def test_gpu_throughput_runs_its_parts_in_order(tmp_path):
         log.write_text("")
         proc = subprocess.run(["bash", "benchmarks/gpu_throughput.sh", *parts], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=60)
-        calls = [line.split(" ", 1)[1] for line in log.read_text().splitlines() if line.startswith("python3 b")]
+        calls = [line.split(" ", 2)[2] for line in log.read_text().splitlines()
+                 if line.startswith("python3 -m benchmarks.")]
         return proc, calls
 
     proc, calls = run()
     assert proc.returncode == 0, proc.stderr
     assert len(calls) == 9 and [c.split()[0] for c in calls][:5] == [
-        "benchmarks/bench_dataset.py"] * 4 + ["benchmarks/gpu_fidelity.py"]
-    assert calls[0] == (f"benchmarks/bench_dataset.py --device cuda --precision bf16 --batch 4 --markdown "
+        "benchmarks.bench_dataset"] * 4 + ["benchmarks.gpu_fidelity"]
+    assert calls[0] == (f"benchmarks.bench_dataset --device cuda --precision bf16 --batch 4 --markdown "
                         f"--out {tmp_path}/out/results")
     assert "--compile" in calls[1] and "--cudnn_benchmark" in calls[3] and "reduce-overhead" in calls[-1]
     assert (tmp_path / "out" / "throughput.log").exists()
@@ -382,7 +376,7 @@ def test_gpu_throughput_runs_its_parts_in_order(tmp_path):
 def test_gpu_fidelity_runs_on_the_cpu_and_reproduces_the_golden_case():
     """benchmarks/gpu_fidelity.py end to end (it runs on whatever device is there): fp32 on the
     CPU reproduces small_10steps' recon PNG pixel for pixel."""
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_fidelity.py", "--cases", "small_10steps"],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_fidelity", "--cases", "small_10steps"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| small_10steps")]

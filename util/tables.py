@@ -1,4 +1,5 @@
-"""Tables as text: aligned columns for the terminal, rows for Markdown."""
+"""Tables as text: aligned columns for the terminal, rows for Markdown. The one table renderer of
+evaluate.py, reproduce.py and the benchmarks."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,3 +22,11 @@ def md_row(cells: Sequence[str]) -> str:
 def md_rule(columns: int) -> str:
     """The rule under a Markdown header row: the first column left-, the others right-aligned."""
     return md_row(["---"] + ["---:"] * (columns - 1))
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence], markdown: bool = False) -> str:
+    """A whole table: aligned text (:func:`text_table`) or Markdown; cells converted with str."""
+    header, rows = [str(c) for c in header], [[str(c) for c in r] for r in rows]
+    if markdown:
+        return "\n".join([md_row(header), md_rule(len(header)), *(md_row(r) for r in rows)])
+    return text_table(header, rows)
