@@ -1,4 +1,4 @@
-"""Beyond the release (issue 4): colour, presets/modalities, full-size output, the EM-only
+"""Beyond the release: colour, presets/modalities, full-size output, the EM-only
 baseline, batches, resume. Fast settings: the tiny golden UNet and 2-3 steps."""
 import shutil
 

@@ -14,7 +14,7 @@ ROWS = ["FGAN", "GMcC", "U2F", "RFN", "TarD", "DeF", "UMF", "DDFM"]
 DATASETS = {"ivf": ["MSRS", "M3FD", "RoadScene", "TNO"], "mif": ["Harvard"]}
 PAIRS = {"MSRS": 361, "M3FD": 300, "RoadScene": 50, "TNO": 25}
 
-# Cells quoted as text elsewhere (issue 8; MMIF-DDFM issues 17 and 21): the transcription agrees.
+# Cells quoted as text elsewhere (the paper's text; MMIF-DDFM issues 17 and 21): the transcription agrees.
 PUBLISHED = {
     ("ivf", "MSRS", "DDFM"): [6.88, 40.75, 2.35, 0.81, 0.58, 0.94],
     ("ivf", "RoadScene", "DDFM"): [7.41, 52.61, 2.35, 0.75, 0.65, 0.98],

@@ -1,4 +1,4 @@
-"""Opt-in precisions (issue 5): the UNet in bf16/fp16 stays close to the faithful fp32 output;
+"""Opt-in precisions: the UNet in bf16/fp16 stays close to the faithful fp32 output;
 the EM step, FFTs and the sampler stay float32 whatever the UNet runs in."""
 import numpy as np
 import pytest

@@ -270,7 +270,7 @@ def test_missing_data_root_and_no_dataset_are_setup_errors(tmp_path):
     assert "none of the ivf datasets (MSRS, M3FD, RoadScene, TNO) was found" in err.getvalue()
 
 
-# ------------------------------------------------------------------ issue 16
+# ------------------------------------------------------------------ outputs and inputs
 
 def _synthetic_tno(root):
     """ROOT/TNO/{ir,vi}/{01,02}.png: two synthetic 70x100 grey pairs."""

@@ -1,4 +1,4 @@
-"""Issue 6: bad input gets a clear one-line error and nothing is lost.
+"""Bad input gets a clear one-line error and nothing is lost.
 
 Every case is built in ``tmp_path`` and run through ``sample.main`` (a few through a real
 ``python sample.py`` subprocess, for the exit status, the absence of tracebacks and signals).
@@ -749,7 +749,7 @@ def test_signal_mid_run_exits_130_without_partial_files_and_rerun_completes(sig,
     assert "interrupted" in text and "Traceback" not in text
     assert_clean_outputs(out)
     assert fused_stems(out) == {"p0"}
-    # issue 16: the interrupted pair's frames are gone; p0's progress folder is complete
+    # the interrupted pair's frames are gone; p0's progress folder is complete
     assert progress_folders(out) == {"p0": SIGNAL_STEPS}
     before = tree_digest(inp)
     rc, text = run_cli(capsys, *cmd[2:])  # the same command, in this process
@@ -762,7 +762,7 @@ def test_signal_mid_run_exits_130_without_partial_files_and_rerun_completes(sig,
 
 
 def test_interrupted_record_run_then_rerun_without_record_leaves_no_stray_frames(tmp_path, capsys):
-    """Issue 16: a pair's progress folder is complete or absent, also when the rerun does not
+    """A pair's progress folder is complete or absent, also when the rerun does not
     record: the interrupted pair's frames never mix with the new result."""
     rc, text, inp, out, cmd = start_and_stop(tmp_path, signal.SIGINT)
     assert rc == 130, text
@@ -798,7 +798,7 @@ def test_sigkill_then_rerun_removes_stale_temporaries_and_completes(tmp_path):
     assert_clean_outputs(out)
 
 
-# ------------------------------------------------------------------ issue 16: round two
+# ------------------------------------------------------------------ outputs never overwrite inputs
 
 def assert_one_error_line(text: str, *words: str) -> str:
     lines = error_lines(text)
@@ -943,7 +943,7 @@ def test_eta_up_to_the_ddim_limit_runs_and_above_it_would_be_nan(tmp_path, capsy
     """The eta limit is the one the sampler needs: at the limit every pixel is finite; just
     above it the DDIM update has a negative square root (checked on the schedule)."""
     from guided_diffusion.diffusion import space_timesteps
-    from util.config import max_ddim_eta
+    from ddfm.config import max_ddim_eta
     kept = space_timesteps(1000, 2)
     limit = max_ddim_eta("linear", 1000, kept)
     assert 1 < limit < 1.01
