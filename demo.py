@@ -15,41 +15,35 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ddfm import PRECISIONS, PRIORS
+from ddfm.config import OPTION_CLASSES
+from util.options import add_options, given_values
+
+# sample.py's options that the page's model and device take from the command line
+SHARED = ("model_config", "diffusion_config", "prior", "precision", "gpu", "attention", "noise_device",
+          "channels_last", "compile", "download_checkpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="DDFM fusion demo (a local Gradio web app).")
+    p = argparse.ArgumentParser(description="DDFM fusion demo (a local Gradio web app). The prior "
+                                            "given is the one selected when the page opens (none when "
+                                            "the checkpoint is missing).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--model_config", default="configs/model_config_imagenet.yaml", help="UNet config, as sample.py")
-    p.add_argument("--diffusion_config", default="configs/diffusion_config.yaml", help="diffusion config, as sample.py")
-    p.add_argument("--prior", choices=PRIORS, default="diffusion",
-                   help="prior selected when the page opens (none when the checkpoint is missing)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="UNet precision, as sample.py")
-    p.add_argument("--gpu", type=int, default=0, help="CUDA device index (CPU when no CUDA)")
-    p.add_argument("--attention", choices=("auto", "legacy", "sdpa", "chunked"), default="auto",
-                   help="attention kernel, as sample.py")
-    p.add_argument("--noise_device", choices=("run", "cpu"), default="run", help="as sample.py")
-    p.add_argument("--channels_last", action="store_true", help="as sample.py")
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet, as sample.py")
+    for cls in OPTION_CLASSES:
+        add_options(p, cls, {}, only=SHARED)
     p.add_argument("--max_side", type=int, default=1024,
                    help="refuse sources longer than this on a side (default 1024)")
     p.add_argument("--max_file_size", default="50mb", help="largest upload gradio accepts (default 50mb)")
-    p.add_argument("--download_checkpoint", action="store_true",
-                   help="download the checkpoint first when it is missing (about 2.2 GB)")
     return p
 
 
-def download_checkpoint(model_config: str) -> None:
-    from sample import SetupError
-    from util.config import ConfigError, load_model_config
+def download_checkpoint(model_config) -> None:
+    from ddfm import SetupError
     from util.download import DownloadError, ensure_checkpoint
     try:
-        path = load_model_config(model_config).model_path
-        if path is not None:
-            ensure_checkpoint(path, assume_yes=True)
-    except (ConfigError, DownloadError) as exc:
+        if model_config.model_path is not None:
+            ensure_checkpoint(model_config.model_path, assume_yes=True)
+    except DownloadError as exc:
         raise SetupError(str(exc)) from None
 
 
@@ -61,11 +55,14 @@ def main(argv=None) -> int:
         print(f"error: the demo needs gradio ({exc}); install it with "
               "`pip install -r requirements-demo.txt`", file=sys.stderr)
         return 2
-    from sample import SetupError
+    from ddfm import SetupError
+    from ddfm.speed import prefer_expandable_segments
+    prefer_expandable_segments()
     try:
-        if args.download_checkpoint:
-            download_checkpoint(args.model_config)
-        settings = demo_app.make_settings(args)
+        options = given_values(OPTION_CLASSES, args)
+        if options.get("download_checkpoint"):
+            download_checkpoint(demo_app.resolve_options(options | {"prior": "diffusion"}).model)
+        settings = demo_app.make_settings(options, args.max_side)
         app = demo_app.build_app(settings)
         demo_app.launch(app, settings, args.host, args.port, args.max_file_size)
     except SetupError as exc:

@@ -1,9 +1,9 @@
 """The Gradio app behind ``demo.py``: a page over the same code ``sample.py`` runs.
 
-Every request becomes a ``sample.py`` command line (parsed by its parser and checked by its
-``check_args``/``load_configs``), is fused by a cached :class:`ddfm.Fuser` (the model loaded
-once; fusers of other step counts share it through ``Fuser.respaced``) and written by
-``sample.save_results``, so the PNG offered for download is the file ``sample.py`` writes for
+Every request's options are resolved and checked by ``ddfm.resolve_options`` (the rules of
+every door), fused by a cached :class:`ddfm.Fuser` (the model loaded once; fusers of other
+step counts share it through ``Fuser.respaced``) and written by
+``ddfm.outputs.save_results``, so the PNG offered for download is the file ``sample.py`` writes for
 the same pair and options. Sampling runs in a worker thread; its observing callback hands the
 x0 estimate of every few steps to the page while it runs. Metrics are those of
 ``metrics/evaluator.py`` computed as ``evaluate.py`` does (grey re-read from the PNG, sources
@@ -21,15 +21,15 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 import gradio as gr  # noqa: E402
 
-import sample  # noqa: E402
-from ddfm import PRIORS, check_pair, load_source  # noqa: E402
+from ddfm import PRIORS, SetupError, check_pair, load_source, resolve_options  # noqa: E402
 from ddfm.fusion import FusionError, to_gray_uint8  # noqa: E402
-from util.images import ImageError, find_pairs, peek_size, read_gray  # noqa: E402
+from ddfm.outputs import save_results  # noqa: E402
+from ddfm.runner import SHEET_LABELS, is_out_of_memory, make_fuser  # noqa: E402
+from util.images import ImageError, Pair, find_pairs, peek_size, read_gray  # noqa: E402
 from metrics.evaluator import evaluate_pair  # noqa: E402
 from util.presets import presets_for  # noqa: E402
 
@@ -47,8 +47,8 @@ class DemoError(Exception):
 
 @dataclass
 class Settings:
-    """What every request shares: the sample.py options naming the model and the device."""
-    base_argv: list
+    """What every request shares: the options naming the model and the device."""
+    base_options: dict
     default_prior: str
     checkpoint_missing: str  # "" when the checkpoint is there, else the note shown on the page
     default_steps: int
@@ -59,11 +59,9 @@ class Settings:
 
 # ------------------------------------------------------------------------------------ setup
 
-def base_argv(args) -> list:
-    argv = ["--model_config", str(args.model_config), "--diffusion_config", str(args.diffusion_config),
-            "--precision", args.precision, "--gpu", str(args.gpu), "--attention", args.attention,
-            "--noise_device", args.noise_device, "--quiet"]
-    return argv + (["--channels_last"] if args.channels_last else []) + (["--compile"] if args.compile else [])
+BASE_OPTIONS = ("model_config", "diffusion_config", "precision", "gpu", "attention", "noise_device",
+                "channels_last", "compile")
+
 
 
 def missing_checkpoint_note(model_cfg) -> str:
@@ -77,17 +75,19 @@ def missing_checkpoint_note(model_cfg) -> str:
             f"(or by hand: `curl -L -C - -o {where} {CHECKPOINT_URL}`).")
 
 
-def make_settings(args) -> Settings:
-    """Check the configs once at start (sample.SetupError on a bad one)."""
-    probe = sample.build_parser().parse_args(base_argv(args) + ["--prior", "diffusion"])
-    model_cfg, diff_cfg = sample.load_configs(probe)
+def make_settings(options: dict, max_side: int = 1024) -> Settings:
+    """``options``: demo.py's command line (sample.py's names); the configs are checked once, at
+    start (ddfm.SetupError on a bad one)."""
+    base = {name: options[name] for name in BASE_OPTIONS if name in options} | {"quiet": True}
+    probe = resolve_options(base | {"prior": "diffusion"})
+    model_cfg, diff_cfg = probe.model, probe.diffusion
     note = missing_checkpoint_note(model_cfg)
-    prior = "none" if note else args.prior
+    prior = "none" if note else options.get("prior", "diffusion")
     respacing = diff_cfg.timestep_respacing
-    steps = int(respacing) if str(respacing).isdigit() else diff_cfg.steps
+    steps = int(respacing) if str(respacing).isdigit() else diff_cfg.diffusion_steps
     workdir = Path(tempfile.mkdtemp(prefix="ddfm-demo-"))
-    return Settings(base_argv(args), prior, note, steps, min(diff_cfg.steps, max(250, steps)),
-                    args.max_side, workdir)
+    return Settings(base, prior, note, steps, min(diff_cfg.diffusion_steps, max(250, steps)),
+                    max_side, workdir)
 
 
 def modality_presets() -> dict:
@@ -137,8 +137,8 @@ def number(name: str, value, whole: bool = False, low=None, high=None) -> float:
     return x
 
 
-def request_args(settings: Settings, prior, steps, seed, lamb, rho, color):
-    """The sample.py options of one request, checked by sample.py's own functions."""
+def request_config(settings: Settings, prior, steps, seed, lamb, rho, color):
+    """The options of one request, checked by the rules every door uses (ddfm.config)."""
     steps = int(number("steps", steps, True, 1, settings.max_steps))
     seed = int(number("seed", seed, True))
     lamb, rho = number("lamb", lamb), number("rho", rho)
@@ -146,15 +146,11 @@ def request_args(settings: Settings, prior, steps, seed, lamb, rho, color):
         raise DemoError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
     if prior == "diffusion" and settings.checkpoint_missing:
         raise DemoError(settings.checkpoint_missing.replace("*", "").replace("`", "'"))
-    argv = settings.base_argv + ["--prior", prior, "--steps", str(steps), "--seed", str(seed),
-                                 "--lamb", repr(lamb), "--rho", repr(rho)]
-    args = sample.build_parser().parse_args(argv + (["--color"] if color else []))
-    try:
-        opts = sample.check_args(args)
-        _, diff_cfg = sample.load_configs(args)  # the model config is checked there too
-    except sample.SetupError as exc:  # named as the page names them: "lamb", not "--lamb"
-        raise DemoError(str(exc).removeprefix("--")) from None
-    return args, opts, diff_cfg
+    try:  # named as Python and the page name them: "lamb", not "--lamb"
+        return resolve_options(settings.base_options | dict(prior=prior, steps=steps, seed=seed, lamb=lamb,
+                                                            rho=rho, color=bool(color)))
+    except SetupError as exc:
+        raise DemoError(str(exc)) from None
 
 
 class FuserCache:
@@ -163,14 +159,14 @@ class FuserCache:
     def __init__(self):
         self._fusers = {}
 
-    def get(self, args, diff_cfg):
-        key = (args.prior, diff_cfg.timestep_respacing)
+    def get(self, config):
+        prior, respacing = config.fuser.prior, config.diffusion.timestep_respacing
+        key = (prior, respacing)
         if key not in self._fusers:
-            base = next((f for (prior, _), f in self._fusers.items() if prior == args.prior), None)
+            base = next((f for (p, _), f in self._fusers.items() if p == prior), None)
             try:
-                self._fusers[key] = (base.respaced(diff_cfg.timestep_respacing) if base is not None
-                                     else sample.make_fuser(args, diff_cfg))
-            except sample.SetupError as exc:
+                self._fusers[key] = base.respaced(respacing) if base is not None else make_fuser(config)
+            except SetupError as exc:
                 raise DemoError(str(exc)) from None
         return self._fusers[key]
 
@@ -247,7 +243,7 @@ def error_message(exc: BaseException, ir) -> str:
     """One line for the page; unexpected errors are logged in full on the server only."""
     if isinstance(exc, (ImageError, FusionError, ValueError)):
         return str(exc)
-    if sample.is_out_of_memory(exc):
+    if is_out_of_memory(exc):
         h, w = ir.gray.shape
         return (f"out of memory fusing {w}x{h}; try smaller images, fewer pixels, or start "
                 "demo.py with --precision bf16")
@@ -257,7 +253,7 @@ def error_message(exc: BaseException, ir) -> str:
 
 # ------------------------------------------------------------------------------ the request
 
-OUTPUTS = ("status", "gray", "color", "files", "source_a", "source_b", "gallery", "metrics")
+OUTPUTS = ("status", "gray", "color", "files", "ir_source", "vis_source", "gallery", "metrics")
 
 
 def updates(**values) -> tuple:
@@ -268,9 +264,9 @@ def updates(**values) -> tuple:
 def make_fuse(settings: Settings, cache: FuserCache):
     """The event handler: a generator yielding the page's updates while sampling runs."""
 
-    def fuse(image_a, image_b, preset, color, steps, seed, lamb, rho, prior, progress=gr.Progress()):
+    def fuse(ir_upload, vis_upload, preset, color, steps, seed, lamb, rho, prior, progress=gr.Progress()):
         try:
-            yield from fuse_request(settings, cache, (image_a, image_b, preset, color, steps, seed,
+            yield from fuse_request(settings, cache, (ir_upload, vis_upload, preset, color, steps, seed,
                                                       lamb, rho, prior), progress)
         except DemoError as exc:  # in the status box and as gradio's error (a toast, the client's AppError)
             yield updates(status=f"**error:** {exc}")
@@ -279,27 +275,31 @@ def make_fuse(settings: Settings, cache: FuserCache):
 
 
 def fuse_request(settings, cache, values, progress):
-    image_a, image_b, preset, color, steps, seed, lamb, rho, prior = values
+    ir_upload, vis_upload, preset, color, steps, seed, lamb, rho, prior = values
     roles = modality_presets().get(preset, modality_presets()["infrared-visible"])[0]
-    args, opts, diff_cfg = request_args(settings, prior, steps, seed, lamb, rho, color)
-    ir = read_upload(image_a, roles[0], settings.max_side)
-    vis = read_upload(image_b, roles[1], settings.max_side)
+    config = request_config(settings, prior, steps, seed, lamb, rho, color)
+    opts = config.fuse
+    ir = read_upload(ir_upload, roles[0], settings.max_side)
+    vis = read_upload(vis_upload, roles[1], settings.max_side)
     try:
         check_pair(ir, vis, opts.crop_multiple)
     except ImageError as exc:
         raise DemoError(str(exc)) from None
     started = time.monotonic()
-    sources = dict(source_a=image_a["path"], source_b=image_b["path"])
+    sources = dict(ir_source=ir_upload["path"], vis_source=vis_upload["path"])
     yield updates(status=f"Fusing with the {'diffusion' if prior == 'diffusion' else 'EM-only'} prior ...",
                   gallery=[], gray=None, color=None, files=None, metrics=None, **sources)
-    fuser = cache.get(args, diff_cfg)  # the first request of a prior loads its model
+    fuser = cache.get(config)  # the first request of a prior loads its model
     frames = []
     result = yield from sample_with_gallery(fuser, ir, vis, opts, prior, progress, frames)
     folder = request_folder(settings)
-    stem = safe_stem(image_a)
-    sample.save_results([(SimpleNamespace(stem=stem), ir, vis)], [result], args, folder)
+    stem = safe_stem(ir_upload)
+    pair = Pair(stem, Path(ir_upload["path"]), Path(vis_upload["path"]))
+    errors = save_results([(pair, ir, vis)], [result], config.run, opts, SHEET_LABELS[prior], folder)
+    if errors:
+        raise DemoError(errors[0])
     recon = folder / "recon" / f"{stem}.png"
-    colour = folder / "color" / f"{stem}.png" if args.color else None
+    colour = folder / "color" / f"{stem}.png" if opts.color else None
     downloads = [recon]
     if colour is not None:  # one download folder, so the colour PNG gets a name of its own
         downloads.append(folder / "download" / f"{stem}_color.png")
@@ -353,13 +353,13 @@ INTRO = ("# DDFM: diffusion-based multi-modality image fusion\n"
 
 def input_panel(settings: Settings) -> dict:
     presets = list(modality_presets())
-    label_a, label_b = source_labels(presets[0])
+    ir_label, vis_label = source_labels(presets[0])
     c = {}
     with gr.Row():
-        c["image_a"] = gr.Image(label=label_a, type="filepath", sources=["upload", "clipboard"],
-                                elem_id="source-a-input", height=260)
-        c["image_b"] = gr.Image(label=label_b, type="filepath", sources=["upload", "clipboard"],
-                                elem_id="source-b-input", height=260)
+        c["ir_upload"] = gr.Image(label=ir_label, type="filepath", sources=["upload", "clipboard"],
+                                elem_id="ir-input", height=260)
+        c["vis_upload"] = gr.Image(label=vis_label, type="filepath", sources=["upload", "clipboard"],
+                                elem_id="vis-input", height=260)
     with gr.Row():
         c["preset"] = gr.Dropdown(presets, value=presets[0], label="modality preset")
         c["color"] = gr.Checkbox(value=modality_presets()[presets[0]][1], label="colour output")
@@ -378,8 +378,8 @@ def input_panel(settings: Settings) -> dict:
 def output_panel() -> dict:
     c = {"status": gr.Markdown("Ready.", elem_id="status")}
     with gr.Row():
-        c["source_a"] = gr.Image(label="source (infrared role)", interactive=False, height=260)
-        c["source_b"] = gr.Image(label="source (visible role)", interactive=False, height=260)
+        c["ir_source"] = gr.Image(label="source (infrared role)", interactive=False, height=260)
+        c["vis_source"] = gr.Image(label="source (visible role)", interactive=False, height=260)
         c["gray"] = gr.Image(label="fused (grey)", interactive=False, height=260, format="png",
                              elem_id="fused-gray")
         c["color"] = gr.Image(label="fused (colour)", interactive=False, height=260, format="png",
@@ -398,14 +398,14 @@ def output_panel() -> dict:
 
 def examples(inputs: dict) -> None:
     pairs, _ = find_pairs(REPO / "input", ("ir", "vi"))
-    gr.Examples([[str(p.a), str(p.b), "infrared-visible"] for p in pairs],
-                [inputs["image_a"], inputs["image_b"], inputs["preset"]],
+    gr.Examples([[str(p.ir), str(p.vis), "infrared-visible"] for p in pairs],
+                [inputs["ir_upload"], inputs["vis_upload"], inputs["preset"]],
                 label="bundled pairs (input/)", elem_id="examples")
 
 
 def on_preset(preset):
-    label_a, label_b = source_labels(preset)
-    return gr.update(label=label_a), gr.update(label=label_b), modality_presets()[preset][1]
+    ir_label, vis_label = source_labels(preset)
+    return gr.update(label=ir_label), gr.update(label=vis_label), modality_presets()[preset][1]
 
 
 def build_app(settings: Settings):
@@ -418,8 +418,8 @@ def build_app(settings: Settings):
         examples(inputs)
         outputs = output_panel()
         inputs["preset"].change(on_preset, inputs["preset"],
-                                [inputs["image_a"], inputs["image_b"], inputs["color"]], queue=False)
-        names = ("image_a", "image_b", "preset", "color", "steps", "seed", "lamb", "rho", "prior")
+                                [inputs["ir_upload"], inputs["vis_upload"], inputs["color"]], queue=False)
+        names = ("ir_upload", "vis_upload", "preset", "color", "steps", "seed", "lamb", "rho", "prior")
         inputs["button"].click(make_fuse(settings, cache), [inputs[n] for n in names],
                                [outputs[n] for n in OUTPUTS], api_name="fuse", preprocess=False,
                                concurrency_limit=1)

@@ -11,7 +11,7 @@ the reference metrics and print it beside the published numbers.
 For every dataset preset of the table (``configs/presets/*.yaml`` with that ``task``) the pairs
 are read from ``ROOT/<preset folder>/<modality>/`` (e.g. ``ROOT/RoadScene/ir`` and ``ROOT/RoadScene/vi``,
 the same file name on both sides). A dataset whose folder is missing is named and skipped.
-Each dataset is fused by ``sample.py``'s own code (``sample.fuse_folder``) with the dataset's preset into
+Each dataset is fused by ``sample.py``'s own code (``ddfm.fuse_folder``) with the dataset's preset into
 ``SAVE_DIR/<preset>/`` -- pairs fused by an earlier run are kept, so an interrupted run continues
 where it stopped -- then evaluated by ``evaluate.py`` (reference profile unless ``--profile``) on
 ``SAVE_DIR/<preset>/recon``. Every ``sample.py`` option given here is passed through unchanged
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import csv
 import io
 import json
@@ -47,15 +46,18 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-import evaluate
-import sample
-from ddfm import set_tf32
+from ddfm import SetupError, fuse_folder, resolve_options, set_tf32
+from ddfm.config import OPTION_CLASSES, Door, add_run_options
+from ddfm.runner import RunConfig
+from ddfm.speed import prefer_expandable_segments
+from metrics.folder import EvaluationError, method_entry
+from metrics.folder import evaluate_folders as evaluate_fused_folders
 from util.fileio import file_in_the_way, write_text_atomic
 from util.config import ConfigError, load_yaml
 from util.images import (ImageError, files_for_stem, find_pairs, images_by_stem, is_image_file, read_rgb,
                          write_png_atomic)
 from metrics.evaluator import PROFILES, TABLE_COLUMNS
-from util.options import cli_fields, flag_of
+from util.options import cli_fields, flag_of, given_values
 from util.tables import md_row, md_rule, text_table
 from util.presets import Preset, presets_for
 from util.sheet import contact_sheet, grid
@@ -79,7 +81,7 @@ class ReproduceError(RuntimeError):
 
 
 def _passthrough_names() -> str:
-    return ", ".join(flag_of(f) for cls in sample.OPTION_CLASSES for f in cli_fields(cls)
+    return ", ".join(flag_of(f) for cls in OPTION_CLASSES for f in cli_fields(cls)
                      if f.name not in PER_DATASET and f.name != "save_dir")
 
 
@@ -114,24 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None):
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    sample_parser = sample.build_parser()
-    sample_parser.prog = "reproduce.py (sample.py options)"
-    sample_args = sample_parser.parse_args(rest)  # exits 2 naming any unknown option
+    fusion_parser = argparse.ArgumentParser(prog="reproduce.py (sample.py options)", allow_abbrev=False)
+    add_run_options(fusion_parser)
+    given = given_values(OPTION_CLASSES, fusion_parser.parse_args(rest))  # exits 2 naming any unknown option
     for dest, option in PER_DATASET.items():
-        if getattr(sample_args, dest) != sample_parser.get_default(dest):
+        if dest in given:
             parser.error(f"{option} is set per dataset from its preset; give the data root "
                          "with --data (and --datasets to choose datasets)")
-    if sample_args.save_dir != sample_parser.get_default("save_dir"):
+    if "save_dir" in given:
         parser.error("write --save_dir in full: it is reproduce.py's own option (SAVE_DIR/<preset>/ per dataset)")
     if args.figure_pairs < 0:
         parser.error(f"--figure_pairs must be >= 0, got {args.figure_pairs}")
-    args.sample_argv = list(rest)
-    args.sample_args = sample_args
+    args.sample_argv = list(rest)  # as written, for the record in tables.json
+    args.fusion_options = given
     return args
 
 
-def run_label(sample_args) -> str:
-    return "this run (EM only)" if sample_args.prior == "none" else "this run (DDFM)"
+def run_label(fusion: RunConfig) -> str:
+    return "this run (EM only)" if fusion.fuser.prior == "none" else "this run (DDFM)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,10 +249,13 @@ def _recon_state(save_dir: Path, pairs) -> dict:
 def fuse_dataset(ds: Dataset, args) -> int:
     argv = [*args.sample_argv, "--preset", ds.preset.key, "--input", str(ds.folder),
             "--save_dir", str(ds.save_dir)]
-    sample_args = argparse.Namespace(**vars(args.sample_args))  # sample.py fills in the preset's
-    sample_args.preset, sample_args.input, sample_args.save_dir = ds.preset.key, str(ds.folder), str(ds.save_dir)
     before = _recon_state(ds.save_dir, ds.pairs)
-    code = sample.fuse_folder(sample_args)
+    try:  # the dataset's preset fills in its modalities and colour output
+        config = resolve_options(args.fusion_options | dict(preset=ds.preset.key, input=str(ds.folder),
+                                                            save_dir=str(ds.save_dir)), Door.CLI)
+    except SetupError as exc:
+        raise ReproduceError(str(exc)) from None
+    code = fuse_folder(config)
     after = _recon_state(ds.save_dir, ds.pairs)
     fused = sum(1 for s in after if after[s] is not None and after[s] != before[s])
     resumed = sum(1 for s in after if after[s] is not None and after[s] == before[s])
@@ -270,10 +275,10 @@ def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Seq
     (``count``, ``mean``, ``per_image``, ``cropped``, ``skipped``)."""
     dirs = list(dict.fromkeys(Path(d) for d in fused_dirs))
     try:
-        results = evaluate.evaluate_folders(input_dir, modalities, dirs, profile, quiet=quiet)
-    except evaluate.UsageError as exc:
+        results = evaluate_fused_folders(input_dir, modalities, dirs, profile, quiet=quiet)
+    except EvaluationError as exc:
         raise ReproduceError(f"evaluate.py failed on {input_dir}: {exc}") from None
-    return {str(d): evaluate.method_entry(r) for d, r in zip(dirs, results)}
+    return {str(d): method_entry(r) for d, r in zip(dirs, results)}
 
 
 def _has_images(folder: Path) -> bool:
@@ -555,14 +560,14 @@ def make_figure(ds: Dataset, label: str, count: int) -> Optional[np.ndarray]:
         return None
     picks = sorted(set(np.linspace(0, len(stems) - 1, min(count, len(stems))).round().astype(int)))
     by_stem = {p.stem: p for p in ds.pairs}
-    mod_a, mod_b = ds.preset.modalities
+    ir_name, vis_name = ds.preset.modalities
     rows = []
     for i in picks:
         stem = stems[i]
         color = ds.save_dir / "color" / f"{stem}.png"
         fused = read_rgb(color if ds.preset.color and color.is_file() else recon / f"{stem}.png")
-        panels = [(f"{ds.name} {stem}: {mod_a}", _crop_to(read_rgb(by_stem[stem].a), fused.shape)),
-                  (mod_b, _crop_to(read_rgb(by_stem[stem].b), fused.shape)),
+        panels = [(f"{ds.name} {stem}: {ir_name}", _crop_to(read_rgb(by_stem[stem].ir), fused.shape)),
+                  (vis_name, _crop_to(read_rgb(by_stem[stem].vis), fused.shape)),
                   (label, fused)]
         for name, folder in ds.compare_dirs.items():
             found = files_for_stem(images_by_stem(folder), stem)
@@ -597,11 +602,9 @@ def discover(ds: Dataset, data_root: Path) -> None:
 def check_setup(args) -> None:
     """What would stop every dataset's fusion, checked once before anything is done, so that it
     is one line: sample.py's option and config checks, and --save_dir."""
-    probe = copy.copy(args.sample_args)
     try:
-        sample.check_args(probe)
-        sample.load_configs(probe)
-    except sample.SetupError as exc:
+        args.fusion = resolve_options(args.fusion_options, Door.CLI)
+    except SetupError as exc:
         raise ReproduceError(str(exc)) from None
     blocking = file_in_the_way(args.save_dir)
     if blocking is not None:
@@ -618,7 +621,7 @@ def run(args) -> int:
     say = (lambda *a, **k: print(*a, **k, flush=True)) if lead else (lambda *a, **k: None)
     paper = load_paper_results()
     metrics = list(paper["metrics"])
-    label = run_label(args.sample_args)
+    label = run_label(args.fusion)
     compares = parse_compare(args.compare, label)
     if not args.data.is_dir():
         raise ReproduceError(f"--data {args.data}: not a folder; give the root that holds the dataset folders")
@@ -693,7 +696,7 @@ def evaluate_dataset(ds: Dataset, args, compares, single: bool, paper: dict, met
             dirs[name] = ds.compare_dirs[name] = folder
     try:
         by_dir = evaluate_folders(ds.folder, ds.preset.modalities, list(dirs.values()), args.profile,
-                                  quiet=args.sample_args.quiet)
+                                  quiet=args.fusion.run.quiet)
     except ReproduceError as exc:
         ds.status, ds.reason = "failed", str(exc)
         say(f"{ds.name}: {exc}")
@@ -740,7 +743,8 @@ def write_tables(datasets: List[Dataset], args, paper: dict, metrics, label: str
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    set_tf32(args.sample_args.precision == "tf32")  # process-wide, as sample.py sets it
+    prefer_expandable_segments()
+    set_tf32(args.fusion_options.get("precision") == "tf32")  # process-wide, as sample.py sets it
     try:
         return run(args)
     except ReproduceError as exc:

@@ -13,10 +13,11 @@ differences. Per diffusion step DDFM runs one iteration:
     M-step  H by the FFT-solved TV proximal step, F1/F2, then x in closed form  (Eqs. 23-25)
     output  f = I - x   (as released)
 
-Names: the release calls these arrays I (our ``i_src``), V (``v_src``), f_pre (``f_pre``), HyperP
-(``EMState``) and LAMBDA/RHO (``lamb``/``rho``). The release passes the *visible* image as I and
-the *infrared* one as V; that choice is made by the caller (``em_roles``, see
-:data:`ddfm.options.EM_ROLES` and :func:`ddfm.fusion.em_role_images`), not here.
+Names: the paper's I is our ``ir`` and its V our ``vis`` (Eq. 13); the release calls the arrays
+I, V, f_pre, HyperP (our ``EMState``) and LAMBDA/RHO (``lamb``/``rho``). The release passes the
+*visible* image as I and the *infrared* one as V; that choice is made by the caller
+(``em_roles``, see :data:`ddfm.config.EM_ROLES` and :func:`ddfm.fusion.em_role_images`), which
+then hands this function the visible image as ``ir``: here the names are the EM model's roles.
 
 All tensors are (N, 1, H, W) float32 on one device; tau_a/tau_b are kept per image,
 (N, 1, 1, 1), so a batch of N pairs gives each pair exactly what a batch of one gives it
@@ -28,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from ddfm.options import FuseOptions
+from ddfm.config import FuseOptions
 
 
 class EMOperators(NamedTuple):
@@ -103,15 +104,15 @@ def _image_mean(t: torch.Tensor) -> torch.Tensor:
     return t.mean(dim=(1, 2, 3), keepdim=True)
 
 
-def em_step(f_pre: torch.Tensor, i_src: torch.Tensor, v_src: torch.Tensor, state: EMState,
+def em_step(f_pre: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor, state: EMState,
             lamb: float = FuseOptions.lamb, rho: float = FuseOptions.rho) -> tuple[torch.Tensor, EMState]:
-    """One EM iteration. ``i_src``, ``v_src``: the sources in the release's I and V roles
-    (``em_roles="release"``: I = the visible image, V = the infrared one; ``"paper"``: the other
-    way round). ``f_pre``: the fused-luminance estimate from the diffusion x0, in the same units
+    """One EM iteration. ``ir``, ``vis``: the sources in the EM model's I and V roles (the
+    caller's ``em_roles`` decides which image takes which: ``"release"`` passes the visible image
+    as ``ir``). ``f_pre``: the fused-luminance estimate from the diffusion x0, in the same units
     ((N,1,H,W), [-1,1]). Returns the corrected estimate and the new state. Pure: the inputs are
     not modified."""
-    y = i_src - v_src
-    x = f_pre - v_src
+    y = ir - vis                                                                      # y = I - V
+    x = f_pre - vis                                                                   # x = f - V
 
     # E-step: latent scales of x (D) and of y - x (C), then their hyper-parameters.
     # The 1e-6 sits inside the square for D but inside the difference for C, as released.
@@ -128,5 +129,5 @@ def em_step(f_pre: torch.Tensor, i_src: torch.Tensor, v_src: torch.Tensor, state
     F2 = shrink * _backward_difference(H, dim=2)
     x = (2 * C * y + rho * (y - H)) / (2 * C + 2 * D + rho)
 
-    fused = i_src - x
+    fused = ir - x                                                                    # f = I - x
     return fused, EMState(C=C, D=D, F1=F1, F2=F2, H=H, tau_a=tau_a, tau_b=tau_b, ops=state.ops)

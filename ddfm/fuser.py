@@ -5,29 +5,29 @@ output folders.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ddfm.color import colorize, luma_bt601
 from ddfm.fusion import FusionError, em_only_fusion, fuse, normalise_to_uint8
-from ddfm.options import FuseOptions, FuserOptions
-from ddfm.sources import ImageLike, Source, check_pair, load_source
-from ddfm.speed import configure_compile_cache, report, resolve_batched_unet
+from ddfm.config import (CONFIG_DIR, ConfigError, DiffusionConfig, Door, FuseOptions, FuserOptions, ModelConfig,
+                         RunOptions, checked, from_mapping, load_diffusion_config, load_model_config,
+                         split_options)
+from ddfm.sources import ImageLike, Source, load_source
+from ddfm.geometry import check_batch, to_tensor, working_size
+from ddfm.speed import LOW_PRECISION, UNetCall, configure_compile_cache, resolve_batched_unet
 from guided_diffusion.diffusion import make_schedule
-from util.config import DiffusionConfig, ModelConfig, load_diffusion_config, load_model_config
 
 
-LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
-RELEASED_MODEL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model_config_imagenet.yaml"
+
+RELEASED_MODEL_CONFIG = CONFIG_DIR / "model_config_imagenet.yaml"
+RELEASED_DIFFUSION_CONFIG = CONFIG_DIR / "diffusion_config.yaml"
 
 
 def pick_device(device=None, gpu: int = 0) -> torch.device:
@@ -86,19 +86,23 @@ def load_unet(model_config: ModelConfig, options: FuserOptions, device: torch.de
     return model
 
 
+def load_prior_model(prior: str, model_config: Optional[ModelConfig], options: FuserOptions,
+                     device: torch.device, config_path: Optional[Path] = None) -> Optional[torch.nn.Module]:
+    """The network a prior samples with (None for ``prior="none"``: the EM model alone)."""
+    if prior == "diffusion":
+        return load_unet(model_config, options, device, config_path)
+    return None
+
+
 def split_overrides(overrides: dict) -> tuple[dict, dict]:
     """Keyword overrides of :class:`Fuser` -> (FuserOptions fields, DiffusionConfig keys);
-    ``steps`` is the API's name of ``timestep_respacing``."""
-    builder = {f.name for f in fields(FuserOptions)}
-    diffusion = {f.name for f in fields(DiffusionConfig)} - {"steps"}
-    changes = dict(overrides)
-    if "steps" in changes:
-        changes["timestep_respacing"] = changes.pop("steps")
-    unknown = sorted(set(changes) - builder - diffusion)
-    if unknown:
-        raise TypeError(f"Fuser() got an unexpected keyword argument {unknown[0]!r}")
-    return ({k: v for k, v in changes.items() if k in builder},
-            {k: v for k, v in changes.items() if k in diffusion})
+    ``steps`` is the Python name of ``timestep_respacing``. None keeps the config's value."""
+    groups = split_options({k: v for k, v in overrides.items() if v is not None}, Door.PYTHON)
+    for cls in (RunOptions, FuseOptions):
+        for key in groups[cls]:
+            raise ConfigError(f"{key} is not an option of the Fuser: give it per call, "
+                              f"fuser(ir, vis, {key}=...), or to ddfm.fuse_folder")
+    return groups[FuserOptions], groups[DiffusionConfig]
 
 
 class Fuser:
@@ -115,38 +119,39 @@ class Fuser:
     CUDA, whose cuDNN allows TF32 by default).
     """
 
-    def __init__(self, model_config: Union[PathOrConfig, ModelConfig] = "configs/model_config_imagenet.yaml",
-                 diffusion_config: Union[PathOrConfig, DiffusionConfig] = "configs/diffusion_config.yaml",
+    def __init__(self, model_config: Union[PathOrConfig, ModelConfig] = RELEASED_MODEL_CONFIG,
+                 diffusion_config: Union[PathOrConfig, DiffusionConfig] = RELEASED_DIFFUSION_CONFIG,
                  options: Optional[FuserOptions] = None, *, device=None, **overrides):
         builder, diffusion = split_overrides(overrides)
-        self.options = replace(options or FuserOptions(), **builder).validate()
+        self.options = checked(replace(options or FuserOptions(), **builder))
         self.device = pick_device(device, self.options.gpu)
         self.noise_device = None if self.options.noise_device == "run" else torch.device("cpu")
-        self.batched_unet = resolve_batched_unet(self.options.batched_unet, self.precision)
         compiling = self.options.compile and self.prior == "diffusion"
-        self.compile_mode = (self.options.compile_mode or "default") if compiling else None
-        if self.compile_mode == "reduce-overhead" and self.device.type != "cuda":
+        compile_mode = (self.options.compile_mode or "default") if compiling else None
+        if compile_mode == "reduce-overhead" and self.device.type != "cuda":
             raise ValueError(f"compile_mode reduce-overhead records CUDA graphs and needs a CUDA device, "
                              f"not {self.device.type}; use compile_mode default")
-        # the folder of torch.compile's caches, and the wall time of the first UNet call
-        # (compilation included), once known
-        self.compile_cache = configure_compile_cache(self.options.compile_cache) if compiling else None
-        self.compile_seconds = None
+        # the folder of torch.compile's caches
+        compile_cache = configure_compile_cache(self.options.compile_cache) if compiling else None
         diff_cfg = (diffusion_config if isinstance(diffusion_config, DiffusionConfig)
                     else load_diffusion_config(diffusion_config))
-        self._set_sampler(diff_cfg.with_overrides(**diffusion))
-        self.model, self.model_config = None, None
+        self._set_sampler(checked(replace(diff_cfg, **diffusion)))
+        self.model_config = None
         self.size_multiple = 1  # the UNet's input sides must be multiples of this
+        config_path = None
         if self.prior == "diffusion":
             self.model_config = (model_config if isinstance(model_config, ModelConfig)
                                  else load_model_config(model_config))
             config_path = None if isinstance(model_config, ModelConfig) else Path(model_config)
             self.size_multiple = self.model_config.size_multiple
-            self.model = load_unet(self.model_config, self.options, self.device, config_path)
+        model = load_prior_model(self.prior, self.model_config, self.options, self.device, config_path)
+        self.unet = UNetCall(model, self.device, self.precision,
+                             resolve_batched_unet(self.options.batched_unet, self.precision),
+                             self.options.channels_last, compile_mode, compile_cache)
 
     def _set_sampler(self, diffusion_config: DiffusionConfig) -> None:
         self.diffusion_config = d = diffusion_config
-        self.schedule = make_schedule(d.noise_schedule, d.steps, d.timestep_respacing, self.device)
+        self.schedule = make_schedule(d.noise_schedule, d.diffusion_steps, d.timestep_respacing, self.device)
         self.em_iterations = (self.options.em_iterations if self.options.em_iterations is not None
                               else self.schedule.num_steps)
 
@@ -154,7 +159,7 @@ class Fuser:
         """This fuser with another ``timestep_respacing`` (as ``steps=``), sharing its model:
         nothing is loaded again. Outputs equal those of a Fuser built with ``steps=steps``."""
         other = copy.copy(self)
-        other._set_sampler(self.diffusion_config.with_overrides(timestep_respacing=steps))
+        other._set_sampler(checked(replace(self.diffusion_config, timestep_respacing=steps)))
         return other
 
     @property
@@ -165,93 +170,24 @@ class Fuser:
     def precision(self) -> str:
         return self.options.precision
 
-    def _autocast(self):
-        dtype = LOW_PRECISION.get(self.precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+    @property
+    def model(self) -> Optional[torch.nn.Module]:
+        return self.unet.model
+
+    @property
+    def compile_seconds(self) -> Optional[float]:
+        """Wall time of the first, compiling UNet call (None before it, or not compiling)."""
+        return self.unet.compile_seconds
 
     def model_fn(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The network as the sampler calls it, in the chosen precision; output float32.
+        """The network as the sampler calls it (see :class:`ddfm.speed.UNetCall`)."""
+        return self.unet(x, t)
 
-        A batch of pairs goes through the UNet one pair at a time unless ``batched_unet`` (the
-        default under tf32/bf16/fp16, see :func:`ddfm.speed.resolve_batched_unet`):
-        convolution and GEMM kernels round differently at different batch sizes (seen here on
-        the first 3x3 convolution, ~1e-6), so only per-pair calls make a pair's output
-        identical whatever the batch. The EM step, FFTs and sampler updates stay batched."""
-        if self.options.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.compile_mode is not None and self.compile_seconds is None:
-            return self._first_compiled_call(x, t)
-        with self._autocast():
-            if self.batched_unet or x.shape[0] == 1:
-                out = self._owned(self.model(x, t))
-            else:
-                out = torch.cat([self._owned(self.model(x[k:k + 1], t[k:k + 1])) for k in range(x.shape[0])])
-        return out.float()
+    working_size = staticmethod(working_size)
 
-    def _owned(self, out: torch.Tensor) -> torch.Tensor:
-        """A UNet output that the next UNet call cannot overwrite: CUDA graphs (reduce-overhead)
-        replay into the same output buffers, and each call starts a new graph iteration, so a
-        per-pair output is copied before the next pair's call and a step's before the next step."""
-        return out.clone() if self.compile_mode == "reduce-overhead" else out
-
-    def _first_compiled_call(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The first call compiles the UNet: time it (synchronised) and say so, once."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        self.compile_seconds = 0.0  # so the call below runs the ordinary path
-        out = self.model_fn(x, t)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.compile_seconds = time.perf_counter() - start
-        report(f"compile: {self.compile_seconds:.1f} s (first UNet call, compilation included; "
-               f"cache: {self.compile_cache})")
-        return out
-
-    # -- geometry ----------------------------------------------------------------------------
-    @staticmethod
-    def working_size(height: int, width: int, opts: FuseOptions) -> tuple[int, int]:
-        m = opts.crop_multiple
-        if opts.size == "crop":
-            return height - height % m, width - width % m
-        return -(-height // m) * m, -(-width // m) * m
-
-    def _to_tensor(self, grays: Sequence[np.ndarray], opts: FuseOptions) -> torch.Tensor:
-        """Grey 0..255 -> (N, 1, h, w) in [-1, 1] on the device: each image cropped top-left to
-        its working size ("crop") or reflect-padded up to it ("pad")."""
-        tensors = []
-        for gray in grays:
-            height, width = gray.shape
-            work_h, work_w = self.working_size(height, width, opts)
-            t = torch.from_numpy(np.ascontiguousarray(gray[:min(height, work_h), :min(width, work_w)]))
-            t = ((t[None, None] / 255) * 2 - 1).to(self.device)
-            if (work_h, work_w) != tuple(t.shape[-2:]):
-                t = F.pad(t, (0, work_w - t.shape[-1], 0, work_h - t.shape[-2]), mode="reflect")
-            tensors.append(t)
-        return torch.cat(tensors)
-
-    # -- fusion ------------------------------------------------------------------------------
     def check_batch(self, ir: Sequence[Source], vis: Sequence[Source], opts: FuseOptions) -> tuple[int, int]:
-        """Raise when the batch cannot be fused as one; return its output size (h, w): the
-        cropped size, or the source size with ``size="pad"``."""
-        if not ir or len(ir) != len(vis):
-            raise ValueError("need the same positive number of infrared and visible sources")
-        m = opts.crop_multiple
-        if m % self.size_multiple:
-            raise ValueError(f"crop_multiple {m} does not fit the UNet, whose input sides must be "
-                             f"multiples of {self.size_multiple}; use {self.size_multiple} or a multiple of it")
-        for a, b in zip(ir, vis):
-            check_pair(a, b, m)
-        height, width = ir[0].gray.shape
-        work_h, work_w = self.working_size(height, width, opts)
-        same = (lambda a: a.gray.shape == (height, width)) if opts.size == "pad" else \
-            (lambda a: self.working_size(*a.gray.shape, opts) == (work_h, work_w))
-        if not all(same(a) for a in ir):
-            raise ValueError("the pairs of one batch must share one working size "
-                             "(sample.py groups them; call once per size)")
-        return (work_h, work_w) if opts.size == "crop" else (height, width)
+        """Raise when the batch cannot be fused as one; return its output size (h, w)."""
+        return check_batch(ir, vis, opts, self.size_multiple)
 
     def fuse_luma(self, ir_t: torch.Tensor, vis_t: torch.Tensor, opts: FuseOptions, out_size, *,
                   callback=None, progress: bool = False, desc: str = "steps") -> torch.Tensor:
@@ -270,26 +206,6 @@ class Fuser:
             luma = luma_bt601(rgb)
         return luma[..., :out_h, :out_w]
 
-    @staticmethod
-    def postprocess(luma: torch.Tensor, ir: Sequence[Source], vis: Sequence[Source],
-                    opts: FuseOptions) -> list[dict]:
-        """Fused luminance -> per pair {"gray", and with ``opts.color`` "color"} as uint8, or
-        {"error"} for a pair whose sample is not finite."""
-        out_h, out_w = luma.shape[-2:]
-        finite = torch.isfinite(luma).flatten(1).all(dim=1).cpu().tolist()
-        gray = normalise_to_uint8(luma, rounding="recon").cpu().numpy()
-        results = []
-        for k in range(len(ir)):
-            if not finite[k]:
-                results.append({"error": f"{ir[k].name}: the sample holds NaN or Inf, nothing saved; "
-                                         "try another --seed or --precision fp32"})
-                continue
-            result = {"gray": gray[k]}
-            if opts.color:
-                result["color"] = colorize(gray[k], ir[k], vis[k], out_h, out_w)
-            results.append(result)
-        return results
-
     def fuse_sources(self, ir: Sequence[Source], vis: Sequence[Source], opts: FuseOptions = FuseOptions(),
                      *, callback: Optional[Callable[[dict], None]] = None, progress: bool = False,
                      desc: str = "steps") -> list[dict]:
@@ -298,17 +214,17 @@ class Fuser:
         with ``size="pad"``. The callback observes each step, its "sample" cut to that size."""
         opts = opts.validate()
         out_size = self.check_batch(ir, vis, opts)
-        ir_t = self._to_tensor([s.gray for s in ir], opts)
-        vis_t = self._to_tensor([s.gray for s in vis], opts)
+        ir_t = to_tensor([s.gray for s in ir], opts, self.device)
+        vis_t = to_tensor([s.gray for s in vis], opts, self.device)
         with torch.inference_mode():
             luma = self.fuse_luma(ir_t, vis_t, opts, out_size, callback=callback,
                                   progress=progress, desc=desc)
-            return self.postprocess(luma, ir, vis, opts)
+            return postprocess(luma, ir, vis, opts)
 
     def __call__(self, ir: ImageLike, vis: ImageLike, **options) -> np.ndarray:
         """Fuse one pair; options are :class:`FuseOptions` fields. Returns (H, W) uint8 grey, or
         with ``color=True`` (H, W, 3) uint8 RGB."""
-        opts = replace(FuseOptions(), **options)
+        opts = from_mapping(FuseOptions, options, Door.PYTHON, base=FuseOptions())
         result = self.fuse_sources([load_source(ir, "ir")], [load_source(vis, "vis")], opts)[0]
         if "error" in result:
             raise FusionError(result["error"])
@@ -319,3 +235,23 @@ def set_tf32(enabled: bool) -> None:
     """fp32 is faithful only with TF32 off (cuDNN allows it by default); tf32 turns it on."""
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
+
+
+def postprocess(luma: torch.Tensor, ir: Sequence[Source], vis: Sequence[Source],
+                opts: FuseOptions) -> list[dict]:
+    """Fused luminance -> per pair {"gray", and with ``opts.color`` "color"} as uint8, or
+    {"error"} for a pair whose sample is not finite."""
+    out_h, out_w = luma.shape[-2:]
+    finite = torch.isfinite(luma).flatten(1).all(dim=1).cpu().tolist()
+    gray = normalise_to_uint8(luma, rounding="recon").cpu().numpy()
+    results = []
+    for k in range(len(ir)):
+        if not finite[k]:
+            results.append({"error": f"{ir[k].name}: the sample holds NaN or Inf, nothing saved; "
+                                     "try another --seed or --precision fp32"})
+            continue
+        result = {"gray": gray[k]}
+        if opts.color:
+            result["color"] = colorize(gray[k], ir[k], vis[k], out_h, out_w)
+        results.append(result)
+    return results

@@ -10,7 +10,7 @@ import torch
 
 from ddfm.color import luma_bt601, rgb_to_ycbcr_over_255, ycbcr_over_255_to_rgb
 from ddfm.em import em_init, em_step
-from ddfm.options import EM_ROLES, FuseOptions
+from ddfm.config import EM_ROLES, FuseOptions
 from guided_diffusion.diffusion import SamplerOptions, Schedule, sample, seeded_noise
 
 
@@ -24,14 +24,14 @@ def em_hook(ir: torch.Tensor, vis: torch.Tensor, fusion: FuseOptions):
     Luminance is the release's transform (studio-swing YCbCr of x0 in [-1, 1] as if it were
     [0, 1] RGB, over 255); the EM output replaces it and x0 goes back to RGB by the inverse.
     """
-    i_src, v_src = em_role_images(ir, vis, fusion.em_roles)
+    em_ir, em_vis = em_role_images(ir, vis, fusion.em_roles)
 
     def hook(x0_pred, step, state):
         ycbcr = rgb_to_ycbcr_over_255(x0_pred)
-        fused_y, state = em_step(ycbcr[:, :1], i_src, v_src, state, fusion.lamb, fusion.rho)
+        fused_y, state = em_step(ycbcr[:, :1], em_ir, em_vis, state, fusion.lamb, fusion.rho)
         return ycbcr_over_255_to_rgb(torch.cat([fused_y, ycbcr[:, 1:]], dim=1)), state
 
-    return hook, em_init(i_src)
+    return hook, em_init(em_ir)
 
 
 def seeded_generators(seeds: Sequence[int], device) -> list[torch.Generator]:
@@ -76,8 +76,8 @@ def to_gray_uint8(rgb: torch.Tensor, rounding: str = "recon") -> torch.Tensor:
 
 
 def em_role_images(ir: torch.Tensor, vis: torch.Tensor, em_roles: str):
-    """(i_src, v_src): the sources in the EM model's I and V roles for the chosen assignment
-    (see :data:`ddfm.options.EM_ROLES`): release -> (visible, infrared), paper -> (infrared, visible)."""
+    """(em_ir, em_vis): the sources in the EM model's I and V roles for the chosen assignment
+    (see :data:`ddfm.config.EM_ROLES`): release -> (visible, infrared), paper -> (infrared, visible)."""
     if em_roles == "release":
         return vis, ir
     if em_roles == "paper":
@@ -90,11 +90,11 @@ def em_only_fusion(ir: torch.Tensor, vis: torch.Tensor, fusion: FuseOptions,
     """The EM-only baseline (``--prior none``): the hierarchical Bayesian fusion model iterated
     on its own, with no diffusion prior. Starts from the mean of the two sources and feeds each
     EM output back as the next estimate. Returns the fused luminance (N, 1, H, W)."""
-    i_src, v_src = em_role_images(ir, vis, fusion.em_roles)
-    state = em_init(i_src)
-    fused = (i_src + v_src) / 2
+    em_ir, em_vis = em_role_images(ir, vis, fusion.em_roles)
+    state = em_init(em_ir)
+    fused = (em_ir + em_vis) / 2
     for _ in range(iterations):
-        fused, state = em_step(fused, i_src, v_src, state, fusion.lamb, fusion.rho)
+        fused, state = em_step(fused, em_ir, em_vis, state, fusion.lamb, fusion.rho)
     return fused
 
 

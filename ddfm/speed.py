@@ -1,14 +1,19 @@
-"""Speed switches of the Fuser that keep the maths: one UNet call per batch, torch.compile and
-its on-disk cache."""
+"""Speed switches of the Fuser that keep the maths: the UNet call (precision, one call per
+batch or per pair, CUDA-graph output buffers, compile timing), torch.compile's on-disk cache."""
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
-from ddfm.options import BATCHED_UNET
+import torch
+
+from ddfm.config import BATCHED_UNET
+
+LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # where torch.compile's caches live unless --compile_cache or TORCHINDUCTOR_CACHE_DIR says otherwise
 DEFAULT_COMPILE_CACHE = Path("~/.cache/ddfm/inductor")
@@ -64,3 +69,66 @@ def report(line: str) -> None:
         tqdm.write(line, file=sys.stderr)
     except ImportError:
         print(line, file=sys.stderr, flush=True)
+
+
+def prefer_expandable_segments() -> None:
+    """Fewer fragmentation failures near the memory limit (1024x768 bf16 then fits in 8 GiB of
+    allocations). CUDA reads the setting when it first allocates; a value already set wins.
+    The entry points call this; importing ``ddfm`` changes nothing."""
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
+class UNetCall:
+    """The network as the sampler calls it, in the chosen precision; output float32.
+
+    A batch of pairs goes through the UNet one pair at a time unless ``batched`` (the default
+    under tf32/bf16/fp16, see :func:`resolve_batched_unet`): convolution and GEMM kernels round
+    differently at different batch sizes (seen here on the first 3x3 convolution, ~1e-6), so
+    only per-pair calls make a pair's output identical whatever the batch. The EM step, FFTs
+    and sampler updates stay batched. With ``compile_mode`` set, the first call (which
+    compiles) is timed and reported once (``compile_seconds``)."""
+
+    def __init__(self, model, device: torch.device, precision: str, batched: bool,
+                 channels_last: bool = False, compile_mode: Optional[str] = None,
+                 compile_cache: Optional[Path] = None):
+        self.model, self.device, self.precision, self.batched = model, device, precision, batched
+        self.channels_last, self.compile_mode, self.compile_cache = channels_last, compile_mode, compile_cache
+        self.compile_seconds: Optional[float] = None
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.compile_mode is not None and self.compile_seconds is None:
+            return self._first_compiled_call(x, t)
+        with self._autocast():
+            if self.batched or x.shape[0] == 1:
+                out = self._owned(self.model(x, t))
+            else:
+                out = torch.cat([self._owned(self.model(x[k:k + 1], t[k:k + 1])) for k in range(x.shape[0])])
+        return out.float()
+
+    def _autocast(self):
+        dtype = LOW_PRECISION.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _owned(self, out: torch.Tensor) -> torch.Tensor:
+        """A UNet output that the next UNet call cannot overwrite: CUDA graphs (reduce-overhead)
+        replay into the same output buffers, and each call starts a new graph iteration, so a
+        per-pair output is copied before the next pair's call and a step's before the next step."""
+        return out.clone() if self.compile_mode == "reduce-overhead" else out
+
+    def _first_compiled_call(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The first call compiles the UNet: time it (synchronised) and say so, once."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        self.compile_seconds = 0.0  # so the call below runs the ordinary path
+        out = self(x, t)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.compile_seconds = time.perf_counter() - start
+        report(f"compile: {self.compile_seconds:.1f} s (first UNet call, compilation included; "
+               f"cache: {self.compile_cache})")
+        return out

@@ -14,7 +14,7 @@ release does (``extract_and_expand`` takes float64 numpy values and calls ``.flo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -164,17 +164,15 @@ def _at(coef: torch.Tensor, step: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """What the sampler loop reads. The diffusion config (``util.config.DiffusionConfig``)
-    extends this class with the schedule's keys; the metadata ``help`` (and ``choices``) make
-    a field a command-line override in ``sample.py``."""
-    sampler: str = field(default="ddim", metadata={
-        "choices": SAMPLERS, "help": "override the config: ddim (released) or ddpm (paper Algorithm 1)"})
+    """What the sampler loop reads (defaults: the released DDIM). A config layer may extend
+    this class with the schedule's keys and with help and rules for its fields."""
+    sampler: str = "ddim"
     model_mean_type: str = "epsilon"
     model_var_type: str = "learned_range"
     clip_denoised: bool = True
     dynamic_threshold: bool = False
     rescale_timesteps: bool = False
-    eta: float = field(default=0.0, metadata={"help": "DDIM eta (overrides the config; 0 as released)"})
+    eta: float = 0.0
 
 
 def model_timesteps(sched: Schedule, step: int, batch: int, rescale: bool) -> torch.Tensor:

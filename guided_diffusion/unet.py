@@ -519,7 +519,7 @@ class UNetModel(nn.Module):
         return self.out(h.type(self.out[2].weight.dtype))
 
 
-def _parse_channel_mult(channel_mult, image_size: int) -> tuple:
+def parse_channel_mult(channel_mult, image_size: int) -> tuple:
     if channel_mult is None or (isinstance(channel_mult, str) and not channel_mult.strip()):
         if image_size not in DEFAULT_CHANNEL_MULT:
             raise ValueError(
@@ -534,7 +534,7 @@ def _parse_channel_mult(channel_mult, image_size: int) -> tuple:
     return tuple(channel_mult)
 
 
-def _parse_attention_rates(attention_resolutions, image_size: int) -> tuple[int, ...]:
+def parse_attention_rates(attention_resolutions, image_size: int) -> tuple[int, ...]:
     """Resolutions such as "32,16,8" to downsample rates ``image_size // resolution``."""
     if isinstance(attention_resolutions, str):
         resolutions = [int(part) for part in attention_resolutions.split(",") if part.strip()]
@@ -584,9 +584,9 @@ def create_model(
         model_channels=num_channels,
         out_channels=6 if learn_sigma else 3,
         num_res_blocks=num_res_blocks,
-        attention_resolutions=_parse_attention_rates(attention_resolutions, image_size),
+        attention_resolutions=parse_attention_rates(attention_resolutions, image_size),
         dropout=dropout,
-        channel_mult=_parse_channel_mult(channel_mult, image_size),
+        channel_mult=parse_channel_mult(channel_mult, image_size),
         num_classes=NUM_CLASSES if class_cond else None,
         use_checkpoint=use_checkpoint,
         num_heads=num_heads,

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from guided_diffusion.unet import create_model
-from util.checkpoint import CheckpointError, audit_state_dict, load_checkpoint, manifest_of
+from guided_diffusion.checkpoint import CheckpointError, audit_state_dict, load_checkpoint, manifest_of
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Issue 14: ``python demo.py``, the Gradio page over the Fuser ``sample.py`` uses.
+"""``python demo.py``, the Gradio page over the Fuser ``sample.py`` uses.
 
 A real ``demo.py`` server (tiny golden UNet, 2 steps by default) is started on 127.0.0.1 and
 driven through ``gradio_client`` (its PNGs are compared byte for byte with the files
@@ -26,6 +26,8 @@ import evaluate
 import sample
 from conftest import GOLDEN, REPO
 from ddfm import Fuser
+from ddfm.config import OPTION_CLASSES
+from util.options import given_values
 
 TINY_MODEL = GOLDEN / "unet_tiny.yaml"
 TINY_DIFFUSION = GOLDEN / "pipeline" / "small_10steps" / "diffusion_config.yaml"
@@ -130,7 +132,7 @@ def sample_py(tmp_path: Path, *options) -> Path:
 # ------------------------------------------------------------------------ through the client
 
 def test_fusion_equals_sample_py_and_evaluate_py(server, tmp_path, capsys):
-    status, gray, color, files, source_a, source_b, gallery, metrics = fuse(
+    status, gray, color, files, ir_source, vis_source, gallery, metrics = fuse(
         server, REPO / "input" / "ir" / PAIR, REPO / "input" / "vi" / PAIR)
     out = sample_py(tmp_path, "--steps", 2, "--seed", 5, "--lamb", 0.7, "--rho", 0.002, "--color")
     stem = Path(PAIR).stem
@@ -144,7 +146,7 @@ def test_fusion_equals_sample_py_and_evaluate_py(server, tmp_path, capsys):
         frame = np.asarray(Image.open(item["image"]))
         assert frame.shape[:2] == (288, 512) and frame.std() > 0
         assert item["caption"].startswith("x0 at t=")
-    assert Image.open(source_a).size == (532, 294)
+    assert Image.open(ir_source).size == (532, 294)
 
     capsys.readouterr()
     assert evaluate.main(["--input", str(tmp_path / "in"), "--fused", str(out / "recon"),
@@ -222,7 +224,7 @@ def test_browser_runs_a_bundled_example(chromium, server, tmp_path):
         wait = WebDriverWait(driver, 600)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#examples [data-testid="dataset-cell-0-0"]'))
         driver.find_element(By.CSS_SELECTOR, '#examples [data-testid="dataset-cell-0-0"]').click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#source-b-input img"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#vis-input img"))
         driver.find_element(By.ID, "fuse-button").click()
         wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Done"))
         wait.until(lambda d: "Qabf" in d.find_element(By.ID, "metrics").text
@@ -258,14 +260,14 @@ def test_without_checkpoint_it_starts_em_only_and_says_how_to_get_it(tmp_path):
     config.write_text(TINY_MODEL.read_text().replace("model_path: unet_tiny.pt", "model_path: missing.pt"))
     args = demo.build_parser().parse_args(["--model_config", str(config)])
     assert args.host == "127.0.0.1"
-    settings = demo_app.make_settings(args)
+    settings = demo_app.make_settings(given_values(OPTION_CLASSES, args))
     try:
         assert settings.default_prior == "none"
         assert "python demo.py --download_checkpoint" in settings.checkpoint_missing
         page = json.dumps(demo_app.build_app(settings).get_config_file())
         assert "python demo.py --download_checkpoint" in page and "No checkpoint at" in page
         with pytest.raises(demo_app.DemoError, match="download_checkpoint"):
-            demo_app.request_args(settings, "diffusion", 3, 1, 0.5, 0.001, False)
+            demo_app.request_config(settings, "diffusion", 3, 1, 0.5, 0.001, False)
     finally:
         shutil.rmtree(settings.workdir)
 
@@ -276,14 +278,13 @@ def test_fuser_cache_loads_the_model_once_per_prior():
     import demo_app
     args = demo.build_parser().parse_args(["--model_config", str(TINY_MODEL),
                                            "--diffusion_config", str(TINY_DIFFUSION)])
-    settings = demo_app.make_settings(args)
+    settings = demo_app.make_settings(given_values(OPTION_CLASSES, args))
     try:
         assert settings.default_prior == "diffusion" and settings.default_steps == 10
         cache = demo_app.FuserCache()
 
         def get(prior, steps):
-            args, _, diff_cfg = demo_app.request_args(settings, prior, steps, 1, 0.5, 0.001, False)
-            return cache.get(args, diff_cfg)
+            return cache.get(demo_app.request_config(settings, prior, steps, 1, 0.5, 0.001, False))
         two, three, none = get("diffusion", 2), get("diffusion", 3), get("none", 3)
         assert three.model is two.model and get("diffusion", 2) is two
         assert (two.schedule.num_steps, three.schedule.num_steps) == (2, 3)

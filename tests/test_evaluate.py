@@ -238,7 +238,7 @@ def test_eval_cases_are_consistent(case, data, modalities, rule, eval_cases, dat
     assert rows[0][1:13] == [f"{mean[k]:.2f}" for k in M.TABLE_COLUMNS]
 
 
-# ------------------------------------------------------------------ issue 16: outputs, bars
+# ------------------------------------------------------------------ outputs, bars
 
 def _small_case(root):
     """input/{ir,vi}/{a,b}.png and fused/{a,b}.png, random 40x48 images."""

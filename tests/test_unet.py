@@ -10,7 +10,7 @@ import yaml
 
 from guided_diffusion.nn import timestep_embedding
 from guided_diffusion.unet import ATTENTION_MODES, QKVAttention, UNetModel, create_model
-from util.checkpoint import audit_state_dict, manifest_of
+from guided_diffusion.checkpoint import audit_state_dict, manifest_of
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGENET_PARAMETERS = 552_814_086

@@ -137,14 +137,15 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 
 class Pair:
-    """Two source files of one scene: ``a`` plays the infrared role, ``b`` the visible role."""
-    __slots__ = ("stem", "a", "b")
+    """Two source files of one scene: ``ir`` plays the infrared role, ``vis`` the visible role
+    (for medical pairs: the first and the second modality folder)."""
+    __slots__ = ("stem", "ir", "vis")
 
-    def __init__(self, stem: str, a: Path, b: Path):
-        self.stem, self.a, self.b = stem, a, b
+    def __init__(self, stem: str, ir: Path, vis: Path):
+        self.stem, self.ir, self.vis = stem, ir, vis
 
     def __repr__(self):
-        return f"Pair({self.stem!r}, {str(self.a)!r}, {str(self.b)!r})"
+        return f"Pair({self.stem!r}, {str(self.ir)!r}, {str(self.vis)!r})"
 
 
 class PairProblem(str):
@@ -187,9 +188,9 @@ def _listed(path: Path) -> bool:
 
 
 def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[list[Pair], list[PairProblem]]:
-    """Pairs under ``input_dir/<A>`` and ``input_dir/<B>``, sorted by file name.
+    """Pairs under ``input_dir/<IR>`` and ``input_dir/<VIS>`` (``modalities``), sorted by file name.
 
-    Each image in A is paired with the file of the same name in B (the release's rule); when B
+    Each image in IR is paired with the file of the same name in VIS (the release's rule); when VIS
     has none, with the single file in B of the same stem (``01.png`` with ``01.jpg``). Returns the
     pairs and one line per problem (a file without a partner, on either side; a file whose stem
     matches several partners; a dangling or looping symbolic link, which is listed like a file
@@ -197,42 +198,42 @@ def find_pairs(input_dir: str | os.PathLike, modalities=("ir", "vi")) -> tuple[l
     :class:`ImageError` when the folders themselves are missing or empty.
     """
     root = Path(input_dir)
-    name_a, name_b = modalities
-    dirs = _modality_folders(root, name_a, name_b)
-    files_a = sorted((p for p in dirs[0].iterdir() if _listed(p)), key=lambda p: p.name)
-    files_b = sorted((p for p in dirs[1].iterdir() if _listed(p)), key=lambda p: p.name)
-    if not files_a and not files_b:
-        raise ImageError(f"{root}: no images in {name_a}/ or {name_b}/; put the pairs there "
+    ir_name, vis_name = modalities
+    dirs = _modality_folders(root, ir_name, vis_name)
+    ir_files = sorted((p for p in dirs[0].iterdir() if _listed(p)), key=lambda p: p.name)
+    vis_files = sorted((p for p in dirs[1].iterdir() if _listed(p)), key=lambda p: p.name)
+    if not ir_files and not vis_files:
+        raise ImageError(f"{root}: no images in {ir_name}/ or {vis_name}/; put the pairs there "
                          f"(same file name on both sides)")
-    by_name = {p.name: p for p in files_b}
+    by_name = {p.name: p for p in vis_files}
     by_stem: dict = {}
-    for p in files_b:
+    for p in vis_files:
         by_stem.setdefault(p.stem, []).append(p)
     pairs, problems, used = [], [], set()
-    for a in files_a:
-        b = by_name.get(a.name)
-        same_stem = by_stem.get(a.stem, [])
-        if b is None and len(same_stem) == 1:
-            b = same_stem[0]
-        if b is None and len(same_stem) > 1:
+    for ir in ir_files:
+        vis = by_name.get(ir.name)
+        same_stem = by_stem.get(ir.stem, [])
+        if vis is None and len(same_stem) == 1:
+            vis = same_stem[0]
+        if vis is None and len(same_stem) > 1:
             used.update(same_stem)
             names = " and ".join(p.name for p in same_stem)
-            problems.append(PairProblem(a, f"ambiguous partner, {names} in {dirs[1]} "
+            problems.append(PairProblem(ir, f"ambiguous partner, {names} in {dirs[1]} "
                                            f"{'both' if len(same_stem) == 2 else 'all'} match; keep "
                                            "one of them or rename the others"))
             continue
-        if b is None:
-            problems.append(_unpaired(a, dirs[1]))
+        if vis is None:
+            problems.append(_unpaired(ir, dirs[1]))
             continue
-        used.add(b)
-        broken = next((PairProblem(p, reason) for p in (a, b) if (reason := link_problem(p))), None)
+        used.add(vis)
+        broken = next((PairProblem(p, reason) for p in (ir, vis) if (reason := link_problem(p))), None)
         if broken:
             problems.append(broken)
             continue
-        pairs.append(Pair(a.stem, a, b))
-    for b in files_b:
-        if b not in used:
-            problems.append(_unpaired(b, dirs[0]))
+        pairs.append(Pair(ir.stem, ir, vis))
+    for vis in vis_files:
+        if vis not in used:
+            problems.append(_unpaired(vis, dirs[0]))
     return _one_pair_per_stem(pairs, problems), problems
 
 
@@ -242,18 +243,18 @@ def _unpaired(path: Path, other: Path) -> PairProblem:
                        f"no partner named {path.name} in {other}; add it or remove this file")
 
 
-def _modality_folders(root: Path, name_a: str, name_b: str) -> list[Path]:
-    """``root/name_a`` and ``root/name_b``; ImageError naming what is there when one is missing."""
+def _modality_folders(root: Path, ir_name: str, vis_name: str) -> list[Path]:
+    """``root/ir_name`` and ``root/vis_name``; ImageError naming what is there when one is missing."""
     if not root.is_dir():
-        raise ImageError(f"{root}: input folder not found; pass --input DIR holding {name_a}/ and {name_b}/")
+        raise ImageError(f"{root}: input folder not found; pass --input DIR holding {ir_name}/ and {vis_name}/")
     dirs = []
-    for name in (name_a, name_b):
+    for name in (ir_name, vis_name):
         folder = root / name
         if not folder.is_dir():
             present = sorted(p.name for p in root.iterdir() if p.is_dir())
             holds = f" ({root} holds: {', '.join(present)})" if present else ""
             raise ImageError(f"{folder}: modality folder not found{holds}; put the pairs in "
-                             f"{root}/{name_a}/ and {root}/{name_b}/, or name the two folders "
+                             f"{root}/{ir_name}/ and {root}/{vis_name}/, or name the two folders "
                              "with --modalities A,B")
         dirs.append(folder)
     return dirs
@@ -266,7 +267,7 @@ def _one_pair_per_stem(pairs: list[Pair], problems: list[PairProblem]) -> list[P
         stems.setdefault(pair.stem, []).append(pair)
     for stem, group in stems.items():
         if len(group) > 1:
-            problems.append(PairProblem(group[1].a, f"same output name '{stem}' as {group[0].a}; rename one"))
+            problems.append(PairProblem(group[1].ir, f"same output name '{stem}' as {group[0].ir}; rename one"))
             pairs = [p for p in pairs if p not in group[1:]]
     return pairs
 

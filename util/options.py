@@ -7,12 +7,11 @@ A dataclass field becomes a command-line option when its metadata holds ``help``
 Metadata keys (all optional but ``help``): ``choices``, ``flag`` (the option's name when it
 differs from the field's, without ``--``), ``aliases`` (older names still accepted), ``group``
 (which argument group lists it), ``const`` (the value of the bare flag given without one),
-``cli_default`` (the parser's default when it differs from the
-field's: ``None`` for an override whose value comes from elsewhere unless given), ``parse`` (the
+``parse`` (the
 argparse ``type`` when the field's type is not enough) and ``metavar`` (default: the flag
 in capitals). The type, the default and
-a ``store_true`` switch for a bool come from the field itself. :func:`values_of` reads the parsed
-values back into the dataclass's keyword arguments.
+a ``store_true`` switch for a bool come from the field itself. :func:`given_values` reads back the
+values that were given.
 """
 from __future__ import annotations
 
@@ -23,9 +22,10 @@ from dataclasses import MISSING, Field
 from typing import Any, Iterable, Mapping, Optional
 
 
-def option(default: Any = MISSING, *, help: str, **meta) -> Any:
-    """A dataclass field that is also a command-line option (see the module docstring)."""
-    return dataclasses.field(default=default, metadata={"help": help, **meta})
+def option(default: Any = MISSING, *, help: Optional[str] = None, **meta) -> Any:
+    """A dataclass field with metadata; with ``help`` also a command-line option (see the module
+    docstring). Other keys (``rule``, ``yaml_key``, ``api_name``) are read by the config module."""
+    return dataclasses.field(default=default, metadata=({"help": help} if help else {}) | meta)
 
 
 def cli_fields(cls) -> list[Field]:
@@ -51,17 +51,19 @@ def _plain_type(tp):
 
 
 def add_options(parser: argparse.ArgumentParser, cls, groups: Mapping[str, Any],
-                default_group: Optional[str] = None, overrides: bool = False) -> None:
+                default_group: Optional[str] = None, only: Optional[Iterable[str]] = None) -> None:
     """Add every option field of ``cls`` to ``groups[field's group or default_group]``
-    (argument groups of ``parser``; ``parser`` itself when the group is missing). With
-    ``overrides`` every option defaults to None: the value comes from elsewhere (a config file)
-    unless given, and :func:`values_of` with ``skip_none`` leaves it out."""
+    (argument groups of ``parser``; ``parser`` itself when the group is missing). Every option
+    defaults to None, "not given": the field's default, a config file or a preset fills it, and
+    its rule is checked once, with the other doors' (see :func:`given_values`). ``only``: just
+    the options of these names."""
     hints = typing.get_type_hints(cls)
     for f in cli_fields(cls):
+        if only is not None and f.name not in only:
+            continue
         meta = f.metadata
         target = groups.get(meta.get("group", default_group), parser)
-        default = None if overrides else meta.get("cli_default", f.default)
-        kwargs: dict = {"dest": f.name, "default": default, "help": meta["help"]}
+        kwargs: dict = {"dest": f.name, "default": None, "help": meta["help"]}
         tp = _plain_type(hints[f.name])
         if tp is bool:
             kwargs["action"] = "store_true"
@@ -69,20 +71,20 @@ def add_options(parser: argparse.ArgumentParser, cls, groups: Mapping[str, Any],
             parse = meta.get("parse", tp if tp in (int, float) else None)
             if parse is not None:
                 kwargs["type"] = parse
-            if "choices" in meta:
-                kwargs["choices"] = meta["choices"]
             if "const" in meta:
                 kwargs.update(nargs="?", const=meta["const"])
-            if "metavar" in meta or "flag" in meta:
+            if "choices" in meta:  # listed in the help; checked with every other rule, after parsing
+                kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
+            elif "metavar" in meta or "flag" in meta:
                 kwargs["metavar"] = meta.get("metavar", meta.get("flag", "").upper())
         target.add_argument(flag_of(f), *meta.get("aliases", ()), **kwargs)
 
 
-def values_of(cls, args: argparse.Namespace, skip_none: bool = False) -> dict:
-    """The keyword arguments of ``cls`` held by ``args`` (its option fields only); with
-    ``skip_none`` those left at None (overrides not given) are left out."""
-    values = {f.name: getattr(args, f.name) for f in cli_fields(cls)}
-    return {k: v for k, v in values.items() if v is not None} if skip_none else values
+def given_values(classes: Iterable, args: argparse.Namespace) -> dict:
+    """The options given on the command line: {field name: value} of every option of
+    ``classes`` that ``args`` holds a value for."""
+    return {f.name: getattr(args, f.name) for cls in classes for f in cli_fields(cls)
+            if getattr(args, f.name, None) is not None}
 
 
 def option_flags(classes: Iterable) -> list[str]:
