@@ -1,0 +1,379 @@
+"""The metrics of the field's MATLAB toolkits (VIFB, Tang's evaluation), each written once.
+
+Every function here works on one 2-D float64 channel (0..255 scale unless it says otherwise)
+and reproduces one formula of a MATLAB reference, with that reference's arithmetic: where two
+toolkits compute "the same" metric differently, the difference is a named argument (AG's
+denominator, SF's normalisation, Qabf's input scale, the histogram binning of MI), never a
+second copy. Which toolkit uses which convention, and how colour images are handled, is
+``metrics/toolkits.py``; the reference files are listed in docs/metrics.md.
+
+Degenerate inputs give the value the MATLAB reference gives (often NaN: 0/0), computed without
+warnings. Nothing here validates its input; ``metrics/toolkits.py`` does that once per pair.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage
+
+# --------------------------------------------------------------------------------------------
+# shared building blocks
+
+
+def _errstate():
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore")
+
+
+def gaussian_1d(n: int, sigma: float) -> np.ndarray:
+    """1-D factor of MATLAB's fspecial('gaussian', n, sigma), normalised (the 2-D window is the
+    outer product; MATLAB's cut-off below eps * max never applies at the sizes used here)."""
+    x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    g = np.exp(-(x * x) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def filter_separable(img: np.ndarray, g: np.ndarray, shape: str = "same") -> np.ndarray:
+    """MATLAB filter2(outer(g, g), img, shape) for a symmetric 1-D g: 'same' pads with zeros,
+    'valid' keeps the positions where the window lies inside the image."""
+    y = ndimage.correlate1d(img, g, axis=1, mode="constant")
+    y = ndimage.correlate1d(y, g, axis=0, mode="constant")
+    if shape == "valid":
+        r = len(g) // 2
+        y = y[r:img.shape[0] - r, r:img.shape[1] - r]
+    return y
+
+
+def sobel_xy(img: np.ndarray, mode: str = "constant", scale: float = 1.0):
+    """(d/dx, d/dy) with the Sobel kernels as MATLAB correlates them: x = [-1 0 1; -2 0 2;
+    -1 0 1], y = [-1 -2 -1; 0 0 0; 1 2 1]; ``mode`` 'constant' (zero padding, conv2/filter2
+    'same'), 'nearest' (imfilter 'replicate') or 'mirror' (Tang's per_extn_im_fn)."""
+    dx = ndimage.correlate1d(ndimage.correlate1d(img, [-1.0, 0.0, 1.0], axis=1, mode=mode),
+                             [1.0, 2.0, 1.0], axis=0, mode=mode)
+    dy = ndimage.correlate1d(ndimage.correlate1d(img, [-1.0, 0.0, 1.0], axis=0, mode=mode),
+                             [1.0, 2.0, 1.0], axis=1, mode=mode)
+    if scale != 1.0:
+        dx, dy = dx * scale, dy * scale
+    return dx, dy
+
+
+def freqspace(shape) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB freqspace(shape, 'meshgrid'): (u, v), u varying along columns, v along rows,
+    both (k - floor(n/2)) * 2/n."""
+    h, w = shape
+    fx = (np.arange(w) - w // 2) * (2.0 / w)
+    fy = (np.arange(h) - h // 2) * (2.0 / h)
+    return np.meshgrid(fx, fy)
+
+
+def filter_spectrum(img: np.ndarray, response: np.ndarray) -> np.ndarray:
+    """real(ifft2(ifftshift(fftshift(fft2(img)) .* response))) for a response that is
+    symmetric on the freqspace grid (radial): MATLAB returns the real result for such
+    conjugate-symmetric spectra, computed here by real FFTs."""
+    h, w = img.shape
+    half = np.fft.ifftshift(response)[:, :w // 2 + 1]
+    return sfft.irfft2(sfft.rfft2(img) * half, s=(h, w))
+
+
+def block_reduce(x: np.ndarray, size: int, reduce: str) -> np.ndarray:
+    """MATLAB blkproc(x, [size size], [0 0], fun) for fun = sum or mean2 of a block: x is
+    padded with zeros to whole blocks, and a padded block's mean counts the zeros."""
+    h, w = x.shape
+    ph, pw = -h % size, -w % size
+    xp = np.pad(x, ((0, ph), (0, pw))) if ph or pw else x
+    blocks = xp.reshape(xp.shape[0] // size, size, xp.shape[1] // size, size)
+    out = blocks.sum(axis=(1, 3))
+    return out / (size * size) if reduce == "mean" else out
+
+
+def normalize_255(x: np.ndarray) -> np.ndarray:
+    """The toolkits' normalize1: round((x - min) / (max - min) * 255); an all-zero image is
+    kept; any other constant image becomes NaN (0/0), as in MATLAB."""
+    hi, lo = x.max(), x.min()
+    if hi == 0 and lo == 0:
+        return x
+    with _errstate():
+        return np.round((x - lo) / (hi - lo) * 255.0)
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """MATLAB's round and integer conversion: halves away from zero (numpy rounds to even)."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def corr2(x: np.ndarray, y: np.ndarray, y_mean=None) -> float:
+    """MATLAB corr2 (Pearson correlation of two images); ``y_mean`` replaces y's own mean in
+    the cross term (Tang's CC centres its second source with the first source's mean). A
+    constant image gives NaN (0/0), as in MATLAB."""
+    xc = x - x.mean()
+    yc = y - (y.mean() if y_mean is None else y_mean)
+    yv = y - y.mean()
+    with _errstate():
+        return float(np.sum(xc * yc) / math.sqrt(float(np.sum(xc * xc)) * float(np.sum(yv * yv))))
+
+
+# --------------------------------------------------------------------------------------------
+# information: histograms
+
+
+def _entropy_of_counts(counts: np.ndarray, log) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-np.sum(p * log(p)))
+
+
+def entropy(img: np.ndarray) -> float:
+    """EN: Shannon entropy in bits of the 256-bin histogram of floor(img) (VIFB's Entropy,
+    MATLAB's entropy() of a uint8 image)."""
+    counts = np.bincount(np.floor(img).astype(np.int64).ravel(), minlength=256)
+    return _entropy_of_counts(counts, np.log2)
+
+
+def cross_entropy(src: np.ndarray, fused: np.ndarray) -> float:
+    """VIFB's cross entropy of one source against the fused image: sum over the grey levels
+    occupied in both of P_src log2(P_src / P_fused) (levels empty in either are skipped)."""
+    n = src.size
+    p1 = np.bincount(np.floor(src).astype(np.int64).ravel(), minlength=256) / n
+    p2 = np.bincount(np.floor(fused).astype(np.int64).ravel(), minlength=256) / n
+    both = (p1 != 0) & (p2 != 0)
+    return float(np.sum(p1[both] * np.log2(p1[both] / p2[both])))
+
+
+def _joint_information(ix: np.ndarray, iy: np.ndarray, log) -> tuple[float, float, float]:
+    """(H(x), H(y), H(x, y)) of two integer label images 0..255."""
+    joint = np.bincount((ix * 256 + iy).ravel(), minlength=256 * 256).astype(np.float64)
+    hxy = _entropy_of_counts(joint, log)
+    hx = _entropy_of_counts(np.bincount(ix.ravel(), minlength=256).astype(np.float64), log)
+    hy = _entropy_of_counts(np.bincount(iy.ravel(), minlength=256).astype(np.float64), log)
+    return hx, hy, hxy
+
+
+def mutual_information_minmax(x: np.ndarray, y: np.ndarray) -> float:
+    """VIFB's mutinf: each image stretched to 0..1 by its own min and max (a constant image
+    becomes 0), quantised to 256 levels with int16 rounding; MI = H(x) + H(y) - H(x, y) in
+    nats."""
+    labels = []
+    for img in (x, y):
+        lo, hi = img.min(), img.max()
+        z = (img - lo) / (hi - lo) if hi != lo else np.zeros_like(img)
+        labels.append(round_half_away(z * 255.0).astype(np.int64))
+    hx, hy, hxy = _joint_information(labels[0], labels[1], np.log)
+    return hx + hy - hxy
+
+
+def mutual_information_saturated(src: np.ndarray, fused: np.ndarray) -> float:
+    """Tang's MI_evaluation term: H(src) + H(fused) - H(fused, src) in bits, where the joint
+    histogram indexes uint8 + 1, which saturates: levels 254 and 255 share a bin there (but
+    not in the marginal entropies)."""
+    s = np.floor(src).astype(np.int64)
+    f = np.floor(fused).astype(np.int64)
+    _, _, hfs = _joint_information(np.minimum(f, 254), np.minimum(s, 254), np.log2)
+    return entropy(src) + entropy(fused) - hfs
+
+
+# --------------------------------------------------------------------------------------------
+# intensity and gradient statistics of the fused image
+
+
+def standard_deviation(f: np.ndarray) -> float:
+    """SD: population standard deviation, sqrt(sum((F - mean)^2) / (r c))."""
+    d = f - f.mean()
+    return math.sqrt(float(np.sum(d * d)) / f.size)
+
+
+def spatial_frequency(f: np.ndarray, normalise: str = "count") -> float:
+    """SF = sqrt(RF^2 + CF^2) from squared first differences along rows and columns; each
+    sum divided by its own count of differences ('count': Tang, mean of diff) or by r*c for
+    both ('mn': VIFB)."""
+    dh = np.diff(f, axis=1)
+    dv = np.diff(f, axis=0)
+    sh, sv = float(np.sum(dh * dh)), float(np.sum(dv * dv))
+    if normalise == "mn":
+        return math.sqrt(sh / f.size + sv / f.size)
+    return math.sqrt(sh / max(dh.size, 1) + sv / max(dv.size, 1))
+
+
+def average_gradient(f: np.ndarray, denominator: str = "(r-1)(c-1)") -> float:
+    """AG = sum(sqrt((Gx^2 + Gy^2) / 2)) / denominator, Gx, Gy by MATLAB's gradient (central
+    differences, one-sided at the borders); both MATLAB toolkits divide by (r-1)(c-1), the
+    Python evaluators by r*c."""
+    gy, gx = np.gradient(f)
+    s = float(np.sum(np.sqrt((gx * gx + gy * gy) / 2.0)))
+    r, c = f.shape
+    return s / ((r - 1) * (c - 1) if denominator == "(r-1)(c-1)" else r * c)
+
+
+def edge_intensity(f: np.ndarray) -> float:
+    """EI: mean Sobel gradient magnitude, imfilter with 'replicate' borders (VIFB)."""
+    gx, gy = sobel_xy(f, mode="nearest")
+    return float(np.mean(np.sqrt(gx * gx + gy * gy)))
+
+
+# --------------------------------------------------------------------------------------------
+# differences from the sources
+
+
+def vifb_rmse_term(src: np.ndarray, f: np.ndarray) -> float:
+    """VIFB's 'mse' helper: sqrt(sum((src - F)^2)) / (m n) -- not a root mean square."""
+    d = src - f
+    return math.sqrt(float(np.sum(d * d))) / f.size
+
+
+def mean_squared_error(src: np.ndarray, f: np.ndarray) -> float:
+    d = src - f
+    return float(np.sum(d * d)) / f.size
+
+
+def psnr_from(mse_like: float, peak: float = 255.0) -> float:
+    """20 log10(peak / sqrt(mse_like)); infinite when mse_like is 0, as in MATLAB."""
+    if mse_like == 0:
+        return math.inf
+    return 20.0 * math.log10(peak / math.sqrt(mse_like))
+
+
+# --------------------------------------------------------------------------------------------
+# edge preservation
+
+
+def _qabf_edges(img: np.ndarray, scale: float):
+    """Sobel strength and orientation as analysis_Qabf / metricsQabf compute them: conv2
+    'same' (zero padding) with h3 (x) and h1 (y), orientation atan(Sy / Sx), pi/2 where
+    Sx == 0."""
+    dx, dy = sobel_xy(img * scale if scale != 1.0 else img)
+    sx = -dx  # conv2 flips h3, so conv2(p, h3) is minus the correlation
+    g = np.sqrt(sx * sx + dy * dy)
+    with _errstate():
+        a = np.where(sx == 0, math.pi / 2, np.arctan(dy / sx))
+    return g, a
+
+
+def _qabf_preservation(g_s, a_s, g_f, a_f) -> np.ndarray:
+    """Q^{SF} per pixel: the strength ratio (g_F itself where the two strengths are equal, the
+    references' quirk) and orientation agreement through the sigmoids (Tg 0.9994, kg -15,
+    Dg 0.5, Ta 0.9879, ka -22, Da 0.8)."""
+    with _errstate():
+        ratio = np.where(g_s > g_f, g_f / g_s, np.where(g_s == g_f, g_f, g_s / g_f))
+    agree = 1.0 - np.abs(a_s - a_f) / (math.pi / 2)
+    q_g = 0.9994 / (1.0 + np.exp(-15.0 * (ratio - 0.5)))
+    q_a = 0.9879 / (1.0 + np.exp(-22.0 * (agree - 0.8)))
+    return q_g * q_a
+
+
+def qabf(a: np.ndarray, b: np.ndarray, f: np.ndarray, scale: float = 1.0) -> float:
+    """Qabf (Xydeas-Petrovic): gradient-strength-weighted edge preservation of both sources.
+    ``scale`` multiplies the images first: VIFB's metricsQabf computes 255 * im2double of an
+    image already in 0..255 (scale 255), which only matters through the equal-strength quirk.
+    NaN when neither source has a gradient (0/0), as in MATLAB."""
+    g_a, a_a = _qabf_edges(a, scale)
+    g_b, a_b = _qabf_edges(b, scale)
+    g_f, a_f = _qabf_edges(f, scale)
+    q_af = _qabf_preservation(g_a, a_a, g_f, a_f)
+    q_bf = _qabf_preservation(g_b, a_b, g_f, a_f)
+    num = float(np.sum(q_af * g_a + q_bf * g_b))
+    den = float(np.sum(g_a + g_b))
+    return num / den if den != 0 else math.nan
+
+
+def _nabf_edges(img: np.ndarray):
+    gv, gh = sobel_xy(img, mode="mirror", scale=1.0 / 8.0)
+    g = np.sqrt(gh * gh + gv * gv)
+    with _errstate():
+        a = np.where((gv == 0) & (gh == 0), 0.0, np.arctan(gv / gh))
+    return g, a
+
+
+def _nabf_preservation(g_s, a_s, g_f, a_f) -> np.ndarray:
+    with _errstate():
+        ratio = np.where((g_s == 0) | (g_f == 0), 0.0,
+                         np.where(g_s > g_f, g_f / g_s, g_s / g_f))
+    agree = np.abs(np.abs(a_s - a_f) - math.pi / 2) * 2.0 / math.pi
+    q_g = 0.9999 / (1.0 + np.exp(-19.0 * (ratio - 0.5)))
+    q_a = 0.9995 / (1.0 + np.exp(-22.0 * (agree - 0.5)))
+    return np.sqrt(q_g * q_a)
+
+
+def nabf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Nabf (Kumar's modified fusion artifacts measure, analysis_nabf(f, I1, I2)): the
+    weighted loss 1 - Q where the fused gradient exceeds both sources'; Sobel / 8 with mirrored
+    borders, weights g^1.5 where g >= 2, else 0.001. The first argument is the fused image."""
+    g_a, a_a = _nabf_edges(a)
+    g_b, a_b = _nabf_edges(b)
+    g_f, a_f = _nabf_edges(f)
+    q_af = _nabf_preservation(g_a, a_a, g_f, a_f)
+    q_bf = _nabf_preservation(g_b, a_b, g_f, a_f)
+    w_a = np.where(g_a >= 2.0, g_a ** 1.5, 0.001)
+    w_b = np.where(g_b >= 2.0, g_b ** 1.5, 0.001)
+    artefact = (g_f > g_a) & (g_f > g_b)
+    loss = np.where(artefact, (1.0 - q_af) * w_a + (1.0 - q_bf) * w_b, 0.0)
+    return float(np.sum(loss)) / float(np.sum(w_a + w_b))
+
+
+# --------------------------------------------------------------------------------------------
+# structural similarity
+
+
+def ssim_gaussian_valid(x: np.ndarray, y: np.ndarray, data_range: float = 255.0) -> float:
+    """SSIM as VIFB's ssim computes it: 11x11 Gaussian window (sd 1.5), 'valid' filtering,
+    variances as E[x^2] - E[x]^2, K1 0.01, K2 0.03, mean of the map."""
+    g = gaussian_1d(11, 1.5)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = filter_separable(x, g, "valid"), filter_separable(y, g, "valid")
+    mxx, myy, mxy = mx * mx, my * my, mx * my
+    sxx = filter_separable(x * x, g, "valid") - mxx
+    syy = filter_separable(y * y, g, "valid") - myy
+    sxy = filter_separable(x * y, g, "valid") - mxy
+    ssim_map = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mxx + myy + c1) * (sxx + syy + c2))
+    return float(np.mean(ssim_map))
+
+
+# --------------------------------------------------------------------------------------------
+# human-perception metrics (Chen-Blum Qcb, Chen-Varshney Qcv)
+
+
+def _qcb_contrast(img: np.ndarray) -> np.ndarray:
+    """|filter2(G2, img) / filter2(G4, img) - 1| with the toolkits' unnormalised 31x31
+    Gaussians of sd 2 and 4 (1/(2 pi sd^2) factors), zero-padded 'same' filtering."""
+    x = np.arange(-15, 16, dtype=np.float64)
+    num = filter_separable(img, np.exp(-(x * x) / 8.0)) / (2 * math.pi * 4.0)
+    den = filter_separable(img, np.exp(-(x * x) / 32.0)) / (2 * math.pi * 16.0)
+    with _errstate():
+        c = np.abs(num / den - 1.0)
+        return c ** 3 / (c * c + 1e-4)
+
+
+def qcb(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qcb (Chen-Blum): each image normalised to 0..255, filtered by the CSF (f0 15.3870, f1
+    1.3456, a 0.7622 on the freqspace grid scaled by size/30), local contrast ratios of
+    Gaussians, preservation min(Cs/Cf, Cf/Cs) weighted by Cs^2 / (Ca^2 + Cb^2), mean over
+    pixels. NaN where the reference divides 0 by 0 (a constant non-zero image)."""
+    h, w = a.shape
+    u, v = freqspace((h, w))
+    r = np.sqrt((w / 30.0 * u) ** 2 + (h / 30.0 * v) ** 2)
+    csf = np.exp(-(r / 15.3870) ** 2) - 0.7622 * np.exp(-(r / 1.3456) ** 2)
+    ca, cb, cf = (_qcb_contrast(filter_spectrum(normalize_255(img), csf)) for img in (a, b, f))
+    with _errstate():
+        qa = np.where(ca < cf, (ca / cf) * 1.0 + (cf / ca) * 0.0, (ca / cf) * 0.0 + (cf / ca) * 1.0)
+        qb = np.where(cb < cf, (cb / cf) * 1.0 + (cf / cb) * 0.0, (cb / cf) * 0.0 + (cf / cb) * 1.0)
+        wa = (ca * ca) / (ca * ca + cb * cb)
+        wb = (cb * cb) / (ca * ca + cb * cb)
+        return float(np.mean(wa * qa + wb * qb))
+
+
+def qcv(a: np.ndarray, b: np.ndarray, f: np.ndarray, window: int = 16) -> float:
+    """Qcv (Chen-Varshney, lower is better): 16x16 blocks weighted by the sum of the sources'
+    Sobel magnitudes^5, each block's mean squared CSF-filtered difference (theta_m on the grid
+    scaled by size/8; blocks padded with zeros count the zeros), ratio of the weighted sums."""
+    a, b, f = normalize_255(a), normalize_255(b), normalize_255(f)
+    h, w = a.shape
+    u, v = freqspace((h, w))
+    r = np.sqrt((w / 8.0 * u) ** 2 + (h / 8.0 * v) ** 2)
+    theta_m = 2.6 * (0.0192 + 0.144 * r) * np.exp(-(0.144 * r) ** 1.1)
+    num = den = 0.0
+    with _errstate():
+        for src in (a, b):
+            gx, gy = sobel_xy(src)
+            weight = block_reduce(np.sqrt(gx * gx + gy * gy) ** 5, window, "sum")
+            diff = filter_spectrum(src - f, theta_m)
+            num += float(np.sum(weight * block_reduce(diff * diff, window, "mean")))
+            den += float(np.sum(weight))
+        return num / den
