@@ -94,7 +94,7 @@ def normalize_255(x: np.ndarray) -> np.ndarray:
     if hi == 0 and lo == 0:
         return x
     with _errstate():
-        return np.round((x - lo) / (hi - lo) * 255.0)
+        return round_half_away((x - lo) / (hi - lo) * 255.0)
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
