@@ -34,9 +34,9 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from util.fileio import write_text_atomic
-from util.images import (IMAGE_EXTENSIONS, ImageError, files_for_stem, find_pairs, images_by_stem, link_problem,
-                          read_gray)
-from metrics.evaluator import PROFILES, TABLE_COLUMNS, evaluate_pair, get_profile
+from util.images import IMAGE_EXTENSIONS, ImageError, files_for_stem, find_pairs, images_by_stem, link_problem
+from metrics.evaluator import TABLE_COLUMNS
+from metrics.profiles import PROFILE_NAMES, table_profile
 from util.tables import md_row, md_rule, text_table
 
 CROP_LIMIT = 32  # a fused image may be smaller than its sources by fewer pixels than this
@@ -49,13 +49,15 @@ class MethodResult:
     per_image: Dict[str, Dict[str, float]] = field(default_factory=dict)
     cropped: List[str] = field(default_factory=list)
     skipped: List[Dict[str, str]] = field(default_factory=list)
+    columns: Sequence[str] = TABLE_COLUMNS  # the profile's metrics, in table order
 
     @property
     def mean(self) -> Dict[str, float]:
         if not self.per_image:
             return {}
-        n = len(self.per_image)
-        return {k: math.fsum(v[k] for v in self.per_image.values()) / n for k in TABLE_COLUMNS}
+        # NaN (a toolkit's 0/0 on a degenerate image) is left out of the mean, as VIFB's nanmean
+        vals = {k: [v[k] for v in self.per_image.values() if not math.isnan(v[k])] for k in self.columns}
+        return {k: math.fsum(x) / len(x) if x else math.nan for k, x in vals.items()}
 
 
 class UsageError(Exception):
@@ -114,7 +116,7 @@ def _check_outputs(args) -> None:
 
 def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn,
                      quiet: bool = False) -> MethodResult:
-    res = MethodResult(name, fused_dir)
+    res = MethodResult(name, fused_dir, columns=profile.columns)
 
     def skip(stem: str, reason: str) -> None:
         res.skipped.append({"image": stem, "reason": reason})
@@ -138,17 +140,15 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
             skip(stem, f"{found[0]}: {dangling}")
             continue
         try:
-            f = read_gray(found[0])
-            a = read_gray(path_a)
-            b = read_gray(path_b)
+            f, a, b = profile.read(found[0]), profile.read(path_a), profile.read(path_b)
         except ImageError as exc:
             skip(stem, str(exc))
             continue
-        if a.shape != b.shape:
+        if a.shape[:2] != b.shape[:2]:
             skip(stem, f"sources differ in size ({path_a.name} {a.shape[1]}x{a.shape[0]}, "
                        f"{path_b.name} {b.shape[1]}x{b.shape[0]})")
             continue
-        (h, w), (sh, sw) = f.shape, a.shape
+        (h, w), (sh, sw) = f.shape[:2], a.shape[:2]
         if (h, w) != (sh, sw):
             if h <= sh and w <= sw and sh - h < CROP_LIMIT and sw - w < CROP_LIMIT:
                 a, b = a[:h, :w], b[:h, :w]
@@ -158,7 +158,7 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
                            f"(only a crop of fewer than {CROP_LIMIT} pixels per side is accepted)")
                 continue
         try:
-            res.per_image[stem] = evaluate_pair(f, a, b, profile)
+            res.per_image[stem] = profile.evaluate_pair(f, a, b)
         except ValueError as exc:
             skip(stem, str(exc))
     return res
@@ -168,16 +168,21 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
 # output
 
 
+def _columns(results: Sequence[MethodResult]) -> Sequence[str]:
+    return results[0].columns if results else TABLE_COLUMNS
+
+
 def _fmt(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
 def format_table(results: Sequence[MethodResult]) -> str:
-    header = ["Method", *TABLE_COLUMNS, "pairs", "cropped"]
+    cols = _columns(results)
+    header = ["Method", *cols, "pairs", "cropped"]
     rows = []
     for r in results:
         m = r.mean
-        rows.append([r.name, *(_fmt(m.get(k)) for k in TABLE_COLUMNS),
+        rows.append([r.name, *(_fmt(m.get(k)) for k in cols),
                      str(len(r.per_image)), str(len(r.cropped))])
     return text_table(header, rows)
 
@@ -189,50 +194,53 @@ def method_entry(r: MethodResult) -> dict:
 
 
 def _to_json(results, profile, input_dir, modalities) -> str:
+    cols = _columns(results)
     doc = {
         "profile": profile.name,
         "profile_description": profile.description,
         "input": str(input_dir),
         "modalities": list(modalities),
-        "metrics": list(TABLE_COLUMNS),
+        "metrics": list(cols),
         "methods": {r.name: method_entry(r) for r in results},
     }
     return json.dumps(doc, indent=1) + "\n"
 
 
 def _to_csv(results) -> str:
+    cols = _columns(results)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "image", "cropped", *TABLE_COLUMNS])
+    w.writerow(["method", "image", "cropped", *cols])
     for r in results:
         for stem, vals in r.per_image.items():
-            w.writerow([r.name, stem, int(stem in r.cropped), *(repr(vals[k]) for k in TABLE_COLUMNS)])
+            w.writerow([r.name, stem, int(stem in r.cropped), *(repr(vals[k]) for k in cols)])
         if r.per_image:
             m = r.mean
-            w.writerow([r.name, "mean", len(r.cropped), *(repr(m[k]) for k in TABLE_COLUMNS)])
+            w.writerow([r.name, "mean", len(r.cropped), *(repr(m[k]) for k in cols)])
     return buf.getvalue()
 
 
 def _to_md(results, profile, input_dir, modalities) -> str:
+    cols = _columns(results)
     out = [f"# Fusion metrics: `{input_dir}` ({', '.join(modalities)}), profile `{profile.name}`",
            "", profile.description + ".", "",
            "## Means", "",
-           md_row(["Method", *TABLE_COLUMNS, "pairs", "cropped"]),
-           md_rule(len(TABLE_COLUMNS) + 3)]
+           md_row(["Method", *cols, "pairs", "cropped"]),
+           md_rule(len(cols) + 3)]
     for r in results:
         m = r.mean
-        out.append(md_row([r.name, *(_fmt(m.get(k)) for k in TABLE_COLUMNS),
+        out.append(md_row([r.name, *(_fmt(m.get(k)) for k in cols),
                             str(len(r.per_image)), str(len(r.cropped))]))
     for r in results:
         out += ["", f"## {r.name} (`{r.fused_dir}`)", "",
-                md_row(["Image", *TABLE_COLUMNS]),
-                md_rule(len(TABLE_COLUMNS) + 1)]
+                md_row(["Image", *cols]),
+                md_rule(len(cols) + 1)]
         for stem, vals in r.per_image.items():
             mark = " (cropped)" if stem in r.cropped else ""
-            out.append(md_row([stem + mark, *(f"{vals[k]:.4f}" for k in TABLE_COLUMNS)]))
+            out.append(md_row([stem + mark, *(f"{vals[k]:.4f}" for k in cols)]))
         if r.per_image:
             m = r.mean
-            out.append(md_row(["**mean**", *(f"**{m[k]:.4f}**" for k in TABLE_COLUMNS)]))
+            out.append(md_row(["**mean**", *(f"**{m[k]:.4f}**" for k in cols)]))
         for s in r.skipped:
             out.append(f"\nNot counted: `{s['image']}`: {s['reason']}.")
     return "\n".join(out) + "\n"
@@ -248,7 +256,7 @@ def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Seq
     ``quiet``: no progress bars. Raises :class:`UsageError` for a folder that is missing or holds
     no sources."""
     warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    conventions = get_profile(profile)
+    conventions = table_profile(profile)
     names = _method_names(fused_dirs)
     for d in fused_dirs:
         if not Path(d).is_dir():
@@ -267,9 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of fused images, one per method; repeat for several methods")
     p.add_argument("--modalities", default="ir,vi",
                    help="the two source folders, infrared role first (default ir,vi; e.g. CT,MRI)")
-    p.add_argument("--profile", default="reference", choices=sorted(PROFILES),
-                   help="metric conventions: 'reference' (the papers' evaluator, default) or "
-                        "'textbook' (SSIM data range 255, MI in bits)")
+    p.add_argument("--profile", default="reference", choices=PROFILE_NAMES,
+                   help="metric conventions: 'reference' (the papers' evaluator, default), "
+                        "'textbook' (SSIM data range 255, MI in bits), or a MATLAB toolkit's table: "
+                        "'vifb' (VIFB's 13 metrics), 'tang' (Tang's Evaluation-for-Image-Fusion)")
     p.add_argument("--csv", type=Path, help="write per-image values and means as CSV")
     p.add_argument("--json", type=Path, help="write per-image values and means as JSON")
     p.add_argument("--md", type=Path, help="write the tables as Markdown")
@@ -289,7 +298,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if len(modalities) != 2 or not all(modalities) or modalities[0] == modalities[1]:
             raise UsageError(f"--modalities {args.modalities!r}: give two different folder "
                              "names separated by a comma, e.g. ir,vi")
-        profile = get_profile(args.profile)
+        profile = table_profile(args.profile)
         _check_outputs(args)
         results = evaluate_folders(args.input, modalities, args.fused, args.profile, warn, args.quiet)
     except UsageError as exc:

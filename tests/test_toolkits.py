@@ -38,7 +38,7 @@ def octave():
 def _vifb_triple(case: str):
     image, method = case.rsplit("_", 1)
     root = KITS / "vifb"
-    return (read_as_matlab(root / "fused" / f"{image}_{method}.jpg"),
+    return (read_as_matlab(root / "fused" / method / f"{image}.jpg"),
             read_as_matlab(root / "input" / "IR" / f"{image}.jpg"),
             read_as_matlab(root / "input" / "VI" / f"{image}.jpg"))
 
@@ -174,3 +174,43 @@ def test_colour_fused_with_grey_sources_is_channel_by_channel():
             assert colour[k] == pytest.approx(grey[k], rel=1e-12), k
     wide = np.concatenate([f, f, f], axis=1)
     assert colour["SF"] == pytest.approx(tm.spatial_frequency(wide, "mn"), rel=1e-15)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate.py --profile vifb|tang
+
+
+def test_evaluate_py_prints_the_vifb_table_from_folders(tmp_path, vifb_matlab, capsys):
+    """evaluate.py over the VIFB fixture folders gives, per image, MATLAB's stored values, and
+    the table's columns in VIFB's order."""
+    import evaluate
+    root = KITS / "vifb"
+    out = tmp_path / "vifb.json"
+    rc = evaluate.main(["--input", str(root / "input"), "--modalities", "IR,VI", "--profile", "vifb",
+                        "--fused", str(root / "fused" / "ADF"), "--fused", str(root / "fused" / "GFCE"),
+                        "--quiet", "--json", str(out)])
+    assert rc == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Method"))
+    assert header.split()[1:14] == list(TOOLKIT_PROFILES["vifb"].columns)
+    doc = json.loads(out.read_text())
+    for method in ("ADF", "GFCE"):
+        entry = doc["methods"][method]
+        assert entry["count"] == 2
+        for image, vals in entry["per_image"].items():
+            stored = vifb_matlab[f"{image}_{method}"]
+            assert {k: float(f"{v:.5g}") for k, v in vals.items()} == \
+                {k: float(v) for k, v in stored.items()}
+
+
+def test_evaluate_py_tang_profile_reads_grey_as_matlab(tmp_path):
+    """--profile tang reads colour files through MATLAB's rgb2gray: the table's EN is the
+    entropy of the rgb2gray image."""
+    import evaluate
+    root = KITS / "vifb"
+    out = tmp_path / "tang.json"
+    assert evaluate.main(["--input", str(root / "input"), "--modalities", "IR,VI", "--profile", "tang",
+                          "--fused", str(root / "fused" / "SeAFusion"), "--quiet", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())["methods"]["SeAFusion"]["per_image"]["kettle"]
+    grey = matlab_rgb2gray(read_as_matlab(root / "fused" / "SeAFusion" / "kettle.jpg"))
+    assert got["EN"] == pytest.approx(tm.entropy(grey), rel=1e-15)
+    assert set(got) == set(TOOLKIT_PROFILES["tang"].columns)

@@ -77,10 +77,10 @@ def make_cases() -> dict:
     mean = np.floor((ir.astype(np.int32) + vi + 1) / 2).astype(np.uint8)
     k_ir = _load(vifb / "input" / "IR" / "kettle.jpg")[201:276, 250:343]
     k_vi = _load(vifb / "input" / "VI" / "kettle.jpg")[201:276, 250:343]
-    k_f = _load(vifb / "fused" / "kettle_SeAFusion.jpg")[201:276, 250:343]
+    k_f = _load(vifb / "fused" / "SeAFusion" / "kettle.jpg")[201:276, 250:343]
     w_ir = _load(vifb / "input" / "IR" / "walkingnight.jpg")[100:167, 120:190]
     w_vi = _load(vifb / "input" / "VI" / "walkingnight.jpg")[100:167, 120:190]
-    w_f = _load(vifb / "fused" / "walkingnight_ADF.jpg")[100:167, 120:190]
+    w_f = _load(vifb / "fused" / "ADF" / "walkingnight.jpg")[100:167, 120:190]
     bright = np.minimum(255, ir.astype(np.int32) * 2).astype(np.uint8)  # partly 254/255
     return {
         "tno_mean": (mean, ir, vi),
