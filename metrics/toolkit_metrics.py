@@ -312,17 +312,28 @@ def nabf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 # structural similarity
 
 
-def ssim_gaussian_valid(x: np.ndarray, y: np.ndarray, data_range: float = 255.0) -> float:
-    """SSIM as VIFB's ssim computes it: 11x11 Gaussian window (sd 1.5), 'valid' filtering,
-    variances as E[x^2] - E[x]^2, K1 0.01, K2 0.03, mean of the map."""
+def ssim_gaussian(x: np.ndarray, y: np.ndarray, data_range: float = 255.0,
+                  border: str = "valid") -> float:
+    """SSIM with an 11x11 Gaussian window (sd 1.5), variances as E[x^2] - E[x]^2, K1 0.01,
+    K2 0.03, mean of the map. ``border`` 'valid': VIFB's ssim (filter2 'valid', L = 255);
+    'replicate': MATLAB's built-in ssim (imgaussfilt with replicated borders, same-size map),
+    whose L is 1 for double input -- what Tang's script gets on its 0..255 doubles."""
     g = gaussian_1d(11, 1.5)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = filter_separable(x, g, "valid"), filter_separable(y, g, "valid")
+    if border == "valid":
+        def filt(z):
+            return filter_separable(z, g, "valid")
+    else:
+        def filt(z):
+            return ndimage.correlate1d(ndimage.correlate1d(z, g, axis=1, mode="nearest"), g,
+                                       axis=0, mode="nearest")
+    mx, my = filt(x), filt(y)
     mxx, myy, mxy = mx * mx, my * my, mx * my
-    sxx = filter_separable(x * x, g, "valid") - mxx
-    syy = filter_separable(y * y, g, "valid") - myy
-    sxy = filter_separable(x * y, g, "valid") - mxy
-    ssim_map = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mxx + myy + c1) * (sxx + syy + c2))
+    sxx = filt(x * x) - mxx
+    syy = filt(y * y) - myy
+    sxy = filt(x * y) - mxy
+    with _errstate():
+        ssim_map = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mxx + myy + c1) * (sxx + syy + c2))
     return float(np.mean(ssim_map))
 
 
@@ -377,3 +388,148 @@ def qcv(a: np.ndarray, b: np.ndarray, f: np.ndarray, window: int = 16) -> float:
             num += float(np.sum(weight * block_reduce(diff * diff, window, "mean")))
             den += float(np.sum(weight))
         return num / den
+
+
+# --------------------------------------------------------------------------------------------
+# MEF-SSIM (Ma et al.), the multi-scale form Tang's script reports as MS_SSIM
+
+
+def _local_mean(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return filter_separable(x, g, "valid")
+
+
+def _mef_ssim_level(seq, f: np.ndarray, c: float = (0.03 * 255) ** 2) -> float:
+    """mef_ssim(imgSeq, fI) of one scale, vectorised: every per-window quantity of the
+    reference's double loop (patch norms, the structure-consistency R, the weights, the
+    rescaled desired patch and its Gaussian-weighted SSIM with the fused patch) written with
+    local moments -- uniform 11x11 ones for the patch statistics, Gaussian (sd 1.5) ones for
+    the SSIM terms."""
+    shift = float(np.mean([s.mean() for s in seq]))  # centring only reduces rounding
+    seq = [s - shift for s in seq]
+    f = f - float(f.mean())
+    u, g = np.full(11, 1.0 / 11), gaussian_1d(11, 1.5)
+    mu = [_local_mean(s, u) for s in seq]
+    ss = [np.maximum(121.0 * (_local_mean(s * s, u) - m * m), 0.0) for s, m in zip(seq, mu)]
+    ed = [np.sqrt(v) + 0.001 for v in ss]
+    total = seq[0] + seq[1]
+    mt = _local_mean(total, u)
+    num = np.sqrt(np.maximum(121.0 * (_local_mean(total * total, u) - mt * mt), 0.0))
+    eps = np.finfo(np.float64).eps
+    r = (num + eps) / (np.sqrt(ss[0]) + np.sqrt(ss[1]) + eps)
+    r = np.clip(np.where(r > 1, 1 - eps, r), eps, None)
+    p = np.minimum(np.tan(math.pi / 2 * r), 10.0)
+    w = [(e / 11.0) ** p + eps for e in ed]
+    coef = [wk / (w[0] + w[1]) / e for wk, e in zip(w, ed)]
+    cov_u = _local_mean(seq[0] * seq[1], u) - mu[0] * mu[1]
+    norm2 = 121.0 * (coef[0] ** 2 * ss[0] / 121.0 + coef[1] ** 2 * ss[1] / 121.0
+                     + 2 * coef[0] * coef[1] * cov_u)
+    norm = np.sqrt(np.maximum(norm2, 0.0))
+    with _errstate():
+        scale = np.where(norm > 0, np.maximum(ed[0], ed[1]) / norm, 1.0)
+    gm = [_local_mean(s, g) for s in seq]
+    gf = _local_mean(f, g)
+    var_r = (coef[0] ** 2 * (_local_mean(seq[0] ** 2, g) - gm[0] ** 2)
+             + coef[1] ** 2 * (_local_mean(seq[1] ** 2, g) - gm[1] ** 2)
+             + 2 * coef[0] * coef[1] * (_local_mean(seq[0] * seq[1], g) - gm[0] * gm[1]))
+    cov_rf = (coef[0] * (_local_mean(seq[0] * f, g) - gm[0] * gf)
+              + coef[1] * (_local_mean(seq[1] * f, g) - gm[1] * gf))
+    var_f = _local_mean(f * f, g) - gf * gf
+    q = (2 * scale * cov_rf + c) / (scale * scale * var_r + var_f + c)
+    return float(np.mean(q))
+
+
+def _halve(x: np.ndarray) -> np.ndarray:
+    """imfilter(x, ones(2)/4, 'symmetric', 'same') then x(1:2:end, 1:2:end): the mean of each
+    pixel and its right, lower and lower-right neighbours (the last row/column repeated)."""
+    xp = np.pad(x, ((0, 1), (0, 1)), mode="symmetric")
+    avg = (xp[:-1, :-1] + xp[:-1, 1:] + xp[1:, :-1] + xp[1:, 1:]) / 4.0
+    return avg[::2, ::2]
+
+
+def mef_ssim_multiscale(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """analysis_ms_ssim(imgSeq = [a, b], fI = f): MEF-SSIM at 3 scales, weights 0.0448, 0.2856,
+    0.3001 (normalised), combined as prod(Q^w); -inf when the coarsest scale is narrower than
+    the 11x11 window, as the reference returns."""
+    if min(a.shape) / 4.0 < 11:
+        return -math.inf
+    weights = np.array([0.0448, 0.2856, 0.3001])
+    weights = weights / weights.sum()
+    seq, q = [a, b], []
+    for level in range(3):
+        if level:
+            seq, f = [_halve(s) for s in seq], _halve(f)
+        q.append(_mef_ssim_level(seq, f))
+    with _errstate():
+        return float(np.prod(np.array(q) ** weights))
+
+
+# --------------------------------------------------------------------------------------------
+# FMI (Haghighat's feature mutual information, analysis_fmi.m), 3x3 windows
+
+
+def _fmi_window_pdfs(feature: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every 3x3 window as MATLAB's sub(:) (column-major), raw and as the reference's pdf:
+    min-max normalised (all ones when flat), divided by its sum."""
+    win = np.lib.stride_tricks.sliding_window_view(feature, (3, 3))
+    raw = win.transpose(0, 1, 3, 2).reshape(-1, 9)
+    lo, hi = raw.min(axis=1, keepdims=True), raw.max(axis=1, keepdims=True)
+    flat = hi == lo
+    with _errstate():
+        sub = np.where(flat, 1.0, (raw - lo) / np.where(flat, 1.0, hi - lo))
+    return raw, sub / sub.sum(axis=1, keepdims=True)
+
+
+def _entropy_rows(p: np.ndarray) -> np.ndarray:
+    with _errstate():
+        return -np.sum(np.where(p != 0, p * np.log2(np.abs(p)), 0.0), axis=-1)
+
+
+def _fmi_pair(raw_s, pdf_s, raw_f, pdf_f) -> np.ndarray:
+    """fmi of every window between a source and the fused feature: the joint pdf from the
+    Frechet copula bound (upper for c >= 0, lower for c < 0) mixed with independence by the
+    ratio of the pdfs' correlation to the bound's, then 2 MI / (H_s + H_f)."""
+    cdf_s, cdf_f = np.cumsum(pdf_s, axis=1), np.cumsum(pdf_f, axis=1)
+    ts, tf = pdf_s - pdf_s.mean(axis=1, keepdims=True), pdf_f - pdf_f.mean(axis=1, keepdims=True)
+    cross = np.sum(ts * tf, axis=1)
+    idx = np.arange(1, 10, dtype=np.float64)
+    sd_s = np.sqrt(np.maximum(pdf_s @ (idx * idx) - (pdf_s @ idx) ** 2, 0.0))
+    sd_f = np.sqrt(np.maximum(pdf_f @ (idx * idx) - (pdf_f @ idx) ** 2, 0.0))
+    with _errstate():
+        c = np.where(cross == 0, 0.0, cross / np.sqrt(np.sum(ts * ts, axis=1) * np.sum(tf * tf, axis=1)))
+    fi, sj = cdf_f[:, :, None], cdf_s[:, None, :]
+    bound = np.minimum(fi, sj)  # upper Frechet bound, for c >= 0
+    neg = c < 0
+    if neg.any():  # lower bound max(F + S - 1, 0) where the correlation is negative
+        bound[neg] = np.maximum(fi[neg] + sj[neg] - 1.0, 0.0)
+    cov = np.sum(bound, axis=(1, 2)) - cdf_f.sum(axis=1) * cdf_s.sum(axis=1)
+    degenerate = (sd_s == 0) | (sd_f == 0) | (c == 0)
+    with _errstate():
+        mix = np.where(degenerate, 0.0, c / (cov / (sd_f * sd_s)))
+    padded = np.pad(bound, ((0, 0), (1, 0), (1, 0)))
+    step = ((padded[:, 1:, 1:] - padded[:, :-1, 1:]) - padded[:, 1:, :-1]) + padded[:, :-1, :-1]
+    joint = mix[:, None, None] * step + (1.0 - mix[:, None, None]) * (pdf_f[:, :, None] * pdf_s[:, None, :])
+    h_joint = _entropy_rows(joint.reshape(len(c), -1))
+    h_s, h_f = _entropy_rows(pdf_s), _entropy_rows(pdf_f)
+    mi = h_s + h_f - h_joint
+    with _errstate():
+        fmi = np.where(mi == 0, 0.0, 2.0 * mi / (h_s + h_f))
+    return np.where(np.all(raw_s == raw_f, axis=1), 1.0, fmi)
+
+
+def fmi(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "none",
+        rows_per_chunk: int = 64) -> float:
+    """analysis_fmi(a, b, f, feature) with its 3x3 windows: mean over the interior windows of
+    (fmi(a, f) + fmi(b, f)) / 2. ``feature``: 'none' (raw pixels) or 'dct' (dct2 of the whole
+    image, orthonormal DCT-II). Computed in chunks of image rows to bound memory."""
+    if feature == "dct":
+        a, b, f = (sfft.dctn(x, type=2, norm="ortho") for x in (a, b, f))
+    elif feature != "none":
+        raise ValueError(f"FMI feature {feature!r}: only 'none' and 'dct' are implemented")
+    total, count = 0.0, 0
+    for top in range(0, a.shape[0] - 2, rows_per_chunk):
+        rows = slice(top, min(top + rows_per_chunk, a.shape[0] - 2) + 2)
+        raw_f, pdf_f = _fmi_window_pdfs(f[rows])
+        vals = sum(_fmi_pair(*_fmi_window_pdfs(s[rows]), raw_f, pdf_f) for s in (a, b)) / 2.0
+        total += float(np.sum(vals))
+        count += vals.size
+    return total / count

@@ -99,7 +99,7 @@ def _vifb_single(name: str, vi: np.ndarray, ir: np.ndarray, f: np.ndarray) -> fl
     if name == "SD":
         return tm.standard_deviation(f)
     if name == "SSIM":
-        return tm.ssim_gaussian_valid(vi, f) + tm.ssim_gaussian_valid(ir, f)
+        return tm.ssim_gaussian(vi, f) + tm.ssim_gaussian(ir, f)
     if name == "Qcb":
         return tm.qcb(vi, ir, f)
     if name == "Qcv":
@@ -137,30 +137,49 @@ def _tang_grey(img: np.ndarray) -> np.ndarray:
     return matlab_rgb2gray(img) if img.ndim == 3 else img
 
 
-def _tang_metrics(f: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> Dict[str, float]:
-    """analysis_Reference(img_f, img1 = infrared, img2 = visible): the integer images for EN and
-    MI, x / 255 * 255 (im2double(x) * 255) for the rest."""
-    f1, ir1, vi1 = (x / 255.0 * 255.0 for x in (f, ir, vi))
-    mse01 = (tm.mean_squared_error(ir1 / 255.0, f1 / 255.0) * 0.5
-             + tm.mean_squared_error(vi1 / 255.0, f1 / 255.0) * 0.5)
-    vif_terms = _vif(f1, [ir1, vi1])
-    vif = sum(math.nan if np.ptp(src) == 0 else v for v, src in zip(vif_terms, (ir1, vi1)))
-    return {
-        "EN": tm.entropy(f),
-        "SF": tm.spatial_frequency(f1, normalise="count"),
-        "SD": tm.standard_deviation(f1),
-        "PSNR": tm.psnr_from(mse01),
-        "MSE": mse01,
-        "MI": tm.mutual_information_saturated(ir, f) + tm.mutual_information_saturated(vi, f),
-        "VIF": vif,
-        "AG": tm.average_gradient(f1, "(r-1)(c-1)"),
-        # CC_evaluation centres the visible image with the infrared mean in its cross term
-        "CC": (tm.corr2(f1, ir1) + tm.corr2(f1, vi1, y_mean=ir1.mean())) / 2.0,
-        "SCD": tm.corr2(f1 - vi1, ir1) + tm.corr2(f1 - ir1, vi1),
-        "Qabf": tm.qabf(ir1, vi1, f1),
-        "Nabf": tm.nabf(f1, ir1, vi1),
-        "Nabf_tang_order": tm.nabf(ir1, vi1, f1),
-    }
+def _tang_mse01(f1, ir1, vi1) -> float:
+    """MSE_evaluation: the mean of the two sources' MSE on the 0..1 scale."""
+    return (tm.mean_squared_error(ir1 / 255.0, f1 / 255.0) * 0.5
+            + tm.mean_squared_error(vi1 / 255.0, f1 / 255.0) * 0.5)
+
+
+def _tang_vif(f1, ir1, vi1) -> float:
+    """vifp_mscale(ir, F) + vifp_mscale(vi, F); a constant source gives 0/0 = NaN there."""
+    terms = _vif(f1, [ir1, vi1])
+    return sum(math.nan if np.ptp(src) == 0 else v for v, src in zip(terms, (ir1, vi1)))
+
+
+_TANG_FLOAT: Dict[str, Callable] = {
+    "SF": lambda f, ir, vi: tm.spatial_frequency(f, normalise="count"),
+    "SD": lambda f, ir, vi: tm.standard_deviation(f),
+    "PSNR": lambda f, ir, vi: tm.psnr_from(_tang_mse01(f, ir, vi)),  # 255 peak on 0..1 data
+    "MSE": _tang_mse01,
+    "VIF": _tang_vif,
+    "AG": lambda f, ir, vi: tm.average_gradient(f, "(r-1)(c-1)"),
+    # CC_evaluation centres the visible image with the infrared mean in its cross term
+    "CC": lambda f, ir, vi: (tm.corr2(f, ir) + tm.corr2(f, vi, y_mean=ir.mean())) / 2.0,
+    "SCD": lambda f, ir, vi: tm.corr2(f - vi, ir) + tm.corr2(f - ir, vi),
+    "Qabf": lambda f, ir, vi: tm.qabf(ir, vi, f),
+    "Nabf": lambda f, ir, vi: tm.nabf(f, ir, vi),
+    # MATLAB's ssim on doubles: dynamic range 1 although the images are 0..255
+    "SSIM": lambda f, ir, vi: 0.5 * tm.ssim_gaussian(f, ir, 1.0, "replicate")
+    + 0.5 * tm.ssim_gaussian(f, vi, 1.0, "replicate"),
+    # Ma's multi-exposure MEF-SSIM at three scales (analysis_ms_ssim), not Wang's MS-SSIM
+    "MS_SSIM": lambda f, ir, vi: tm.mef_ssim_multiscale(ir, vi, f),
+    "FMI_dct": lambda f, ir, vi: tm.fmi(ir, vi, f, "dct"),
+    # what analysis_Reference reports: analysis_nabf(img1, img2, img_f), fused image last
+    "Nabf_tang_order": lambda f, ir, vi: tm.nabf(ir, vi, f),
+}
+
+
+def _tang_single(name: str, f: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
+    """One metric of analysis_Reference(img_f, img1 = infrared, img2 = visible) on uint8 grey
+    images: EN and MI on the integer images, the rest on im2double(x) * 255 = x / 255 * 255."""
+    if name == "EN":
+        return tm.entropy(f)
+    if name == "MI":
+        return tm.mutual_information_saturated(ir, f) + tm.mutual_information_saturated(vi, f)
+    return _TANG_FLOAT[name](*(x / 255.0 * 255.0 for x in (f, ir, vi)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,6 +194,7 @@ class ToolkitProfile:
     description: str
     columns: Tuple[str, ...]
     compute: Callable[[np.ndarray, np.ndarray, np.ndarray], Dict[str, float]]
+    metric: Callable[[str, np.ndarray, np.ndarray, np.ndarray], float]  # (name, f, a, b), checked input
     read: Callable = read_as_matlab
 
     def evaluate_pair(self, fused, a, b) -> Dict[str, float]:
@@ -185,7 +205,7 @@ class ToolkitProfile:
 VIFB_COLUMNS = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE", "SSIM", "Qcb",
                 "Qcv")
 TANG_COLUMNS = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf", "Nabf",
-                "Nabf_tang_order")
+                "Nabf_tang_order", "SSIM", "MS_SSIM", "FMI_dct")
 
 
 def _vifb_compute(f, ir, vi) -> Dict[str, float]:
@@ -193,16 +213,18 @@ def _vifb_compute(f, ir, vi) -> Dict[str, float]:
 
 
 def _tang_compute(f, ir, vi) -> Dict[str, float]:
-    return _tang_metrics(_tang_grey(f), _tang_grey(ir), _tang_grey(vi))
+    f, ir, vi = _tang_grey(f), _tang_grey(ir), _tang_grey(vi)
+    return {name: _tang_single(name, f, ir, vi) for name in TANG_COLUMNS}
 
 
 TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
     "vifb": ToolkitProfile(
         "vifb", "VIFB's 13 metrics with its MATLAB conventions (colour images channel by "
         "channel; RMSE = sqrt(SSE)/(m n); SSIM summed over the two sources)", VIFB_COLUMNS,
-        _vifb_compute),
+        _vifb_compute, lambda name, f, ir, vi: _vifb_metric(name, vi, ir, f)),
     "tang": ToolkitProfile(
         "tang", "Tang's Evaluation-for-Image-Fusion (analysis_Reference.m), grey uint8 inputs; "
         "Nabf_tang_order is what its script reports (arguments out of order)", TANG_COLUMNS,
-        _tang_compute),
+        _tang_compute, lambda name, f, ir, vi: _tang_single(name, _tang_grey(f), _tang_grey(ir),
+                                                           _tang_grey(vi))),
 }

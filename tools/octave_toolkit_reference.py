@@ -34,6 +34,8 @@ OUT = REPO / "tests" / "fixtures" / "toolkits"
 VIFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "MI": "Mutinf", "PSNR": "Psnr",
               "AG": "Avg_gradient", "EI": "Edge_intensity", "Qabf": "Qabf", "SD": "Variance",
               "SF": "Spatial_frequency", "RMSE": "Rmse", "SSIM": "Ssim", "Qcb": "Qcb", "Qcv": "Qcv"}
+FMI_CASES = ("tno_mean", "kettle_colour", "walkingnight_grey_ir", "constant_fused")
+FMI_CROP = "{1:20, 1:24}"  # FMI_dct is computed on this top-left corner of those cases
 TANG_NAMES = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf")
 
 SHIMS = {
@@ -93,7 +95,7 @@ def make_cases() -> dict:
 
 
 def _octave_program(case_dir: Path, names) -> str:
-    lines = ["pkg load image", "more off", "warning('off', 'all');"]
+    lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');"]
     for case in names:
         lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
                      f" B = imread('{case_dir}/{case}_vi.png');")
@@ -109,6 +111,11 @@ def _octave_program(case_dir: Path, names) -> str:
         lines.append("fA = im2double(A)*255; fB = im2double(B)*255; fF = im2double(F)*255;")
         lines.append(f"printf('R %s tang Nabf %.17g\\n', '{case}', analysis_nabf(fF, fA, fB));")
         lines.append(f"printf('R %s tang Nabf_tang_order %.17g\\n', '{case}', analysis_nabf(fA, fB, fF));")
+        lines.append("seq = zeros([size(fA) 2]); seq(:, :, 1) = fA; seq(:, :, 2) = fB;")
+        lines.append(f"printf('R %s tang MS_SSIM %.17g\\n', '{case}', analysis_ms_ssim(seq, fF));")
+        if case in FMI_CASES:  # Octave's FMI loops take minutes per 1000 pixels: a corner only
+            lines.append(f"c = {FMI_CROP}; printf('R %s tang_corner FMI_dct %.17g\\n', '{case}',"
+                         " analysis_fmi(fA(c{1}, c{2}), fB(c{1}, c{2}), fF(c{1}, c{2}), 'dct'));")
     return "\n".join(lines) + "\n"
 
 
@@ -163,6 +170,7 @@ def main() -> None:
     version = subprocess.run(["octave-cli", "--eval", "disp(version)"], capture_output=True,
                              text=True).stdout.strip()
     doc = {"source": "tools/octave_toolkit_reference.py", "octave": version,
+           "fmi_crop": "tang_corner values are of the top-left 20x24 corner of the case's images",
            "toolkits": {"VIFB": "xingchenzhang/VIFB@22b2ea9d91499cc5962d9bdcae9c290270f0fade",
                         "tang": "Linfeng-Tang/Evaluation-for-Image-Fusion@"
                                 "0e87153be77320e31ef2cabb5820518d2ac56bac"},
