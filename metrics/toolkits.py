@@ -224,7 +224,8 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
         _vifb_compute, lambda name, f, ir, vi: _vifb_metric(name, vi, ir, f)),
     "tang": ToolkitProfile(
         "tang", "Tang's Evaluation-for-Image-Fusion (analysis_Reference.m), grey uint8 inputs; "
-        "Nabf_tang_order is what its script reports (arguments out of order)", TANG_COLUMNS,
+        "Nabf_tang_order is what its script reports (arguments out of order); SSIM follows "
+        "MATLAB's documented ssim, unverified; FMI_pixel and FMI_w not computed", TANG_COLUMNS,
         _tang_compute, lambda name, f, ir, vi: _tang_single(name, _tang_grey(f), _tang_grey(ir),
                                                            _tang_grey(vi))),
 }
