@@ -50,6 +50,7 @@ class MethodResult:
     cropped: List[str] = field(default_factory=list)
     skipped: List[Dict[str, str]] = field(default_factory=list)
     columns: Sequence[str] = TABLE_COLUMNS  # the profile's metrics, in table order
+    decimals: int = 2  # of the means in the tables (the MATLAB toolkits print 4)
 
     @property
     def mean(self) -> Dict[str, float]:
@@ -116,7 +117,7 @@ def _check_outputs(args) -> None:
 
 def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn,
                      quiet: bool = False) -> MethodResult:
-    res = MethodResult(name, fused_dir, columns=profile.columns)
+    res = MethodResult(name, fused_dir, columns=profile.columns, decimals=profile.decimals)
 
     def skip(stem: str, reason: str) -> None:
         res.skipped.append({"image": stem, "reason": reason})
@@ -172,8 +173,8 @@ def _columns(results: Sequence[MethodResult]) -> Sequence[str]:
     return results[0].columns if results else TABLE_COLUMNS
 
 
-def _fmt(v: Optional[float]) -> str:
-    return "-" if v is None else f"{v:.2f}"
+def _fmt(v: Optional[float], decimals: int = 2) -> str:
+    return "-" if v is None else f"{v:.{decimals}f}"
 
 
 def format_table(results: Sequence[MethodResult]) -> str:
@@ -182,7 +183,7 @@ def format_table(results: Sequence[MethodResult]) -> str:
     rows = []
     for r in results:
         m = r.mean
-        rows.append([r.name, *(_fmt(m.get(k)) for k in cols),
+        rows.append([r.name, *(_fmt(m.get(k), r.decimals) for k in cols),
                      str(len(r.per_image)), str(len(r.cropped))])
     return text_table(header, rows)
 
@@ -229,7 +230,7 @@ def _to_md(results, profile, input_dir, modalities) -> str:
            md_rule(len(cols) + 3)]
     for r in results:
         m = r.mean
-        out.append(md_row([r.name, *(_fmt(m.get(k)) for k in cols),
+        out.append(md_row([r.name, *(_fmt(m.get(k), r.decimals) for k in cols),
                             str(len(r.per_image)), str(len(r.cropped))]))
     for r in results:
         out += ["", f"## {r.name} (`{r.fused_dir}`)", "",

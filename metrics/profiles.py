@@ -21,6 +21,7 @@ class EvaluatorTable:
     profile: Profile
     columns: Tuple[str, ...] = TABLE_COLUMNS
     read: Callable = read_gray
+    decimals: int = 2  # the papers' tables
 
     @property
     def name(self) -> str:

@@ -196,6 +196,7 @@ class ToolkitProfile:
     compute: Callable[[np.ndarray, np.ndarray, np.ndarray], Dict[str, float]]
     metric: Callable[[str, np.ndarray, np.ndarray, np.ndarray], float]  # (name, f, a, b), checked input
     read: Callable = read_as_matlab
+    decimals: int = 4  # Tang's script prints %.4f; VIFB stores 5 significant digits
 
     def evaluate_pair(self, fused, a, b) -> Dict[str, float]:
         f, a, b = _check_triple(fused, a, b)
