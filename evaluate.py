@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from metrics.evaluator import PROFILES, get_profile
+from metrics.profiles import PROFILE_NAMES, table_profile
 from metrics.folder import CROP_LIMIT, EvaluationError, evaluate_folders, format_table, to_csv, to_json, to_md
 from util.fileio import write_text_atomic
 from util.images import IMAGE_EXTENSIONS
@@ -70,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of fused images, one per method; repeat for several methods")
     p.add_argument("--modalities", default="ir,vi",
                    help="the two source folders, infrared role first (default ir,vi; e.g. CT,MRI)")
-    p.add_argument("--profile", default="reference", choices=sorted(PROFILES),
-                   help="metric conventions: 'reference' (the papers' evaluator, default) or "
-                        "'textbook' (SSIM data range 255, MI in bits)")
+    p.add_argument("--profile", default="reference", choices=PROFILE_NAMES,
+                   help="metric conventions: 'reference' (the papers' evaluator, default), "
+                        "'textbook' (SSIM data range 255, MI in bits), or a MATLAB toolkit's table: "
+                        "'vifb' (VIFB's 13 metrics), 'tang' (Tang's Evaluation-for-Image-Fusion)")
     p.add_argument("--csv", type=Path, help="write per-image values and means as CSV")
     p.add_argument("--json", type=Path, help="write per-image values and means as JSON")
     p.add_argument("--md", type=Path, help="write the tables as Markdown")
@@ -92,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if len(modalities) != 2 or not all(modalities) or modalities[0] == modalities[1]:
             raise UsageError(f"--modalities {args.modalities!r}: give two different folder "
                              "names separated by a comma, e.g. ir,vi")
-        profile = get_profile(args.profile)
+        profile = table_profile(args.profile)
         _check_outputs(args)
         results = evaluate_folders(args.input, modalities, args.fused, args.profile, warn, args.quiet)
     except (UsageError, EvaluationError) as exc:

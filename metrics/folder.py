@@ -19,8 +19,9 @@ from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from metrics.evaluator import TABLE_COLUMNS, evaluate_pair, get_profile
-from util.images import ImageError, files_for_stem, find_pairs, images_by_stem, link_problem, read_gray
+from metrics.evaluator import TABLE_COLUMNS
+from metrics.profiles import table_profile
+from util.images import ImageError, files_for_stem, find_pairs, images_by_stem, link_problem
 from util.tables import md_row, md_rule, text_table
 
 CROP_LIMIT = 32  # a fused image may be smaller than its sources by fewer pixels than this
@@ -33,13 +34,16 @@ class MethodResult:
     per_image: Dict[str, Dict[str, float]] = field(default_factory=dict)
     cropped: List[str] = field(default_factory=list)
     skipped: List[Dict[str, str]] = field(default_factory=list)
+    columns: Sequence[str] = TABLE_COLUMNS  # the profile's metrics, in table order
+    decimals: int = 2  # of the means in the tables (the MATLAB toolkits print 4)
 
     @property
     def mean(self) -> Dict[str, float]:
         if not self.per_image:
             return {}
-        n = len(self.per_image)
-        return {k: math.fsum(v[k] for v in self.per_image.values()) / n for k in TABLE_COLUMNS}
+        # NaN (a toolkit's 0/0 on a degenerate image) is left out of the mean, as VIFB's nanmean
+        vals = {k: [v[k] for v in self.per_image.values() if not math.isnan(v[k])] for k in self.columns}
+        return {k: math.fsum(x) / len(x) if x else math.nan for k, x in vals.items()}
 
 
 class EvaluationError(Exception):
@@ -74,7 +78,7 @@ def _source_pairs(input_dir: Path, modalities: Sequence[str]):
 
 def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn,
                      quiet: bool = False) -> MethodResult:
-    res = MethodResult(name, fused_dir)
+    res = MethodResult(name, fused_dir, columns=profile.columns, decimals=profile.decimals)
 
     def skip(stem: str, reason: str) -> None:
         res.skipped.append({"image": stem, "reason": reason})
@@ -98,17 +102,15 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
             skip(stem, f"{found[0]}: {dangling}")
             continue
         try:
-            fused_gray = read_gray(found[0])
-            ir = read_gray(ir_path)
-            vis = read_gray(vis_path)
+            fused_gray, ir, vis = profile.read(found[0]), profile.read(ir_path), profile.read(vis_path)
         except ImageError as exc:
             skip(stem, str(exc))
             continue
-        if ir.shape != vis.shape:
+        if ir.shape[:2] != vis.shape[:2]:
             skip(stem, f"sources differ in size ({ir_path.name} {ir.shape[1]}x{ir.shape[0]}, "
                        f"{vis_path.name} {vis.shape[1]}x{vis.shape[0]})")
             continue
-        (h, w), (sh, sw) = fused_gray.shape, ir.shape
+        (h, w), (sh, sw) = fused_gray.shape[:2], ir.shape[:2]
         if (h, w) != (sh, sw):
             if h <= sh and w <= sw and sh - h < CROP_LIMIT and sw - w < CROP_LIMIT:
                 ir, vis = ir[:h, :w], vis[:h, :w]
@@ -118,7 +120,7 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
                            f"(only a crop of fewer than {CROP_LIMIT} pixels per side is accepted)")
                 continue
         try:
-            res.per_image[stem] = evaluate_pair(fused_gray, ir, vis, profile)
+            res.per_image[stem] = profile.evaluate_pair(fused_gray, ir, vis)
         except ValueError as exc:
             skip(stem, str(exc))
     return res
@@ -128,16 +130,21 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
 # output
 
 
-def _fmt(v: Optional[float]) -> str:
-    return "-" if v is None else f"{v:.2f}"
+def _columns(results: Sequence[MethodResult]) -> Sequence[str]:
+    return results[0].columns if results else TABLE_COLUMNS
+
+
+def _fmt(v: Optional[float], decimals: int = 2) -> str:
+    return "-" if v is None else f"{v:.{decimals}f}"
 
 
 def format_table(results: Sequence[MethodResult]) -> str:
-    header = ["Method", *TABLE_COLUMNS, "pairs", "cropped"]
+    cols = _columns(results)
+    header = ["Method", *cols, "pairs", "cropped"]
     rows = []
     for r in results:
         m = r.mean
-        rows.append([r.name, *(_fmt(m.get(k)) for k in TABLE_COLUMNS),
+        rows.append([r.name, *(_fmt(m.get(k), r.decimals) for k in cols),
                      str(len(r.per_image)), str(len(r.cropped))])
     return text_table(header, rows)
 
@@ -149,50 +156,53 @@ def method_entry(r: MethodResult) -> dict:
 
 
 def to_json(results, profile, input_dir, modalities) -> str:
+    cols = _columns(results)
     doc = {
         "profile": profile.name,
         "profile_description": profile.description,
         "input": str(input_dir),
         "modalities": list(modalities),
-        "metrics": list(TABLE_COLUMNS),
+        "metrics": list(cols),
         "methods": {r.name: method_entry(r) for r in results},
     }
     return json.dumps(doc, indent=1) + "\n"
 
 
 def to_csv(results) -> str:
+    cols = _columns(results)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "image", "cropped", *TABLE_COLUMNS])
+    w.writerow(["method", "image", "cropped", *cols])
     for r in results:
         for stem, vals in r.per_image.items():
-            w.writerow([r.name, stem, int(stem in r.cropped), *(repr(vals[k]) for k in TABLE_COLUMNS)])
+            w.writerow([r.name, stem, int(stem in r.cropped), *(repr(vals[k]) for k in cols)])
         if r.per_image:
             m = r.mean
-            w.writerow([r.name, "mean", len(r.cropped), *(repr(m[k]) for k in TABLE_COLUMNS)])
+            w.writerow([r.name, "mean", len(r.cropped), *(repr(m[k]) for k in cols)])
     return buf.getvalue()
 
 
 def to_md(results, profile, input_dir, modalities) -> str:
+    cols = _columns(results)
     out = [f"# Fusion metrics: `{input_dir}` ({', '.join(modalities)}), profile `{profile.name}`",
            "", profile.description + ".", "",
            "## Means", "",
-           md_row(["Method", *TABLE_COLUMNS, "pairs", "cropped"]),
-           md_rule(len(TABLE_COLUMNS) + 3)]
+           md_row(["Method", *cols, "pairs", "cropped"]),
+           md_rule(len(cols) + 3)]
     for r in results:
         m = r.mean
-        out.append(md_row([r.name, *(_fmt(m.get(k)) for k in TABLE_COLUMNS),
+        out.append(md_row([r.name, *(_fmt(m.get(k), r.decimals) for k in cols),
                             str(len(r.per_image)), str(len(r.cropped))]))
     for r in results:
         out += ["", f"## {r.name} (`{r.fused_dir}`)", "",
-                md_row(["Image", *TABLE_COLUMNS]),
-                md_rule(len(TABLE_COLUMNS) + 1)]
+                md_row(["Image", *cols]),
+                md_rule(len(cols) + 1)]
         for stem, vals in r.per_image.items():
             mark = " (cropped)" if stem in r.cropped else ""
-            out.append(md_row([stem + mark, *(f"{vals[k]:.4f}" for k in TABLE_COLUMNS)]))
+            out.append(md_row([stem + mark, *(f"{vals[k]:.4f}" for k in cols)]))
         if r.per_image:
             m = r.mean
-            out.append(md_row(["**mean**", *(f"**{m[k]:.4f}**" for k in TABLE_COLUMNS)]))
+            out.append(md_row(["**mean**", *(f"**{m[k]:.4f}**" for k in cols)]))
         for s in r.skipped:
             out.append(f"\nNot counted: `{s['image']}`: {s['reason']}.")
     return "\n".join(out) + "\n"
@@ -208,7 +218,7 @@ def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Seq
     ``quiet``: no progress bars. Raises :class:`EvaluationError` for a folder that is missing or holds
     no sources."""
     warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    conventions = get_profile(profile)
+    conventions = table_profile(profile)
     names = _method_names(fused_dirs)
     for d in fused_dirs:
         if not Path(d).is_dir():

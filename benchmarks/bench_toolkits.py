@@ -1,0 +1,185 @@
+"""Benchmark: the MATLAB toolkits' metrics (metrics/toolkits.py) against the toolkits' own code
+run under GNU Octave, per metric, on one 480x640 grey pair, in the same run.
+
+    python -m benchmarks.bench_toolkits [--octave-dir DIR] [--profiles vifb,tang] [--repeat 3]
+                                        [--md benchmarks/results/toolkits_cpu_DATE.md]
+
+``--octave-dir`` is a folder holding the toolkits unchanged: ``VIFB/`` (xingchenzhang/VIFB) and
+``Evaluation-for-Image-Fusion/`` (Linfeng-Tang/...); without it, or without ``octave-cli``, the
+Octave column is left out with a note. The pair is TNO 01 from tests/fixtures (infrared and
+visible, 480x640 top-left crop), the fused image their rounded-down mean. Ours: CPU time of
+this thread (``time.thread_time``), median of ``--repeat`` runs, numpy held to one thread.
+Octave: its own ``cputime`` around each metric call, one run (the loops take minutes), with
+the shims of tools/octave_toolkit_reference.py. Each Octave value is printed beside ours, so a
+row whose values differ would show it.
+"""
+from __future__ import annotations
+
+import os
+
+if __name__ == "__main__":  # one thread, set before numpy loads
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from metrics.toolkits import TOOLKIT_PROFILES  # noqa: E402
+from tools.octave_toolkit_reference import REAL_IFFT2, SHIMS, VIFB_FILES  # noqa: E402
+from util.images import read_gray  # noqa: E402
+from util.fileio import write_text_atomic  # noqa: E402
+from util.tables import text_table  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+H, W = 480, 640
+
+# How each Tang metric is called in analysis_Reference (A = infrared, B = visible, F fused;
+# fA, fB, fF = im2double(x) * 255).
+TANG_CALLS = {
+    "EN": "entropy(F)", "MI": "MI_evaluation(A, B, F, 256)", "SF": "SF_evaluation(fF)",
+    "SD": "SD_evaluation(fF)", "PSNR": "PSNR_evaluation(fA, fB, fF)",
+    "MSE": "MSE_evaluation(fA, fB, fF)", "VIF": "vifp_mscale(fA, fF) + vifp_mscale(fB, fF)",
+    "AG": "AG_evaluation(fF)", "CC": "CC_evaluation(fA, fB, fF)",
+    "SCD": "analysis_SCD(fA, fB, fF)", "Qabf": "analysis_Qabf(fA, fB, fF)",
+    "Nabf": "analysis_nabf(fF, fA, fB)", "Nabf_tang_order": "analysis_nabf(fA, fB, fF)",
+    "SSIM": "", "MS_SSIM": "analysis_ms_ssim(cat(3, fA, fB), fF)",
+    "FMI_dct": "analysis_fmi(fA(1:30, 1:40), fB(1:30, 1:40), fF(1:30, 1:40), 'dct')",
+}
+# Octave's FMI takes about an hour on the whole pair: it is timed on a 30x40 corner (28x38
+# windows) and its time scaled by the ratio of window counts, marked '~' in the table.
+OCTAVE_SCALE = {"FMI_dct": (H - 2) * (W - 2) / (28 * 38)}
+
+
+def load_pair():
+    data = REPO / "tests" / "fixtures" / "data" / "TNO"
+    ir = read_gray(data / "ir" / "01.png")[:H, :W].astype(np.float64)
+    vi = read_gray(data / "vi" / "01.png")[:H, :W].astype(np.float64)
+    return np.floor((ir + vi) / 2.0), ir, vi
+
+
+def time_ours(profile, f, ir, vi, repeat: int) -> dict:
+    out = {}
+    for name in profile.columns:
+        times, value = [], None
+        for _ in range(repeat):
+            t0 = time.thread_time()
+            value = profile.metric(name, f, ir, vi)
+            times.append(time.thread_time() - t0)
+        out[name] = (statistics.median(times), value)
+    return out
+
+
+def _octave_lines(kit: str, columns) -> list:
+    lines = []
+    for name in columns:
+        call = f"metrics{VIFB_FILES[name]}(B, A, F)" if kit == "vifb" else TANG_CALLS[name]
+        if not call:
+            continue  # MATLAB's built-in ssim: not in Octave
+        lines += [f"t0 = cputime; v = {call}; t = cputime - t0;",
+                  f"printf('T {kit} {name} %.6f %.17g\\n', t, v); fflush(stdout);"]
+    return lines
+
+
+def time_octave(octave_dir: Path, kits, f, ir, vi, size) -> dict:
+    """Octave's cputime per metric on the top-left ``size`` crop, scaled to the whole pair by
+    the pixel count (FMI: by its window count, on its 30x40 corner)."""
+    h, w = size
+    scale = (H * W) / (h * w)
+    f, ir, vi = f[:h, :w], ir[:h, :w], vi[:h, :w]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, text in SHIMS.items():
+            (tmp / name).write_text(text)
+        (tmp / "real_ifft2").mkdir()
+        (tmp / "real_ifft2" / "ifft2.m").write_text(REAL_IFFT2)
+        for role, img in (("F", f), ("A", ir), ("B", vi)):
+            Image.fromarray(img.astype(np.uint8)).save(tmp / f"{role}.png")
+        prog = ["pkg load image", "pkg load signal", "warning('off', 'all');",
+                f"addpath('{octave_dir / 'Evaluation-for-Image-Fusion' / 'Evaluation'}');",
+                f"addpath('{octave_dir / 'VIFB' / 'metrics'}'); addpath('{tmp}');"
+                f" addpath('{tmp / 'real_ifft2'}');",
+                f"F = imread('{tmp}/F.png'); A = imread('{tmp}/A.png'); B = imread('{tmp}/B.png');",
+                "fA = im2double(A) * 255; fB = im2double(B) * 255; fF = im2double(F) * 255;"]
+        for kit in kits:
+            prog += _octave_lines(kit, TOOLKIT_PROFILES[kit].columns)
+        (tmp / "bench.m").write_text("\n".join(prog) + "\n")
+        proc = subprocess.run(["octave-cli", "--no-gui", str(tmp / "bench.m")], capture_output=True,
+                              text=True)
+    out = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("T "):
+            _, kit, name, t, v = line.split()
+            out[(kit, name)] = (float(t) * OCTAVE_SCALE.get(name, scale), float(v))
+    return out
+
+
+def build_table(kits, ours, octave, scaled: bool) -> tuple[list, list]:
+    header = ["Profile", "Metric", "ours (ms)", "Octave (s)", "speed-up", "ours value", "Octave value"]
+    rows, tot_ours, tot_oct = [], 0.0, 0.0
+    for kit in kits:
+        for name, (t, v) in ours[kit].items():
+            tot_ours += t
+            o = octave.get((kit, name))
+            if o:
+                tot_oct += o[0]
+            mark = "~" if name in OCTAVE_SCALE or scaled else ""
+            rows.append([kit, name, f"{t * 1e3:.1f}", f"{mark}{o[0]:.2f}" if o else "-",
+                         f"{mark}{o[0] / t:.0f}x" if o and t > 0 else "-", f"{v:.6g}",
+                         "(crop)" if mark and o else f"{o[1]:.6g}" if o else "-"])
+    rows.append(["all", "total", f"{tot_ours * 1e3:.1f}", f"{tot_oct:.2f}" if octave else "-",
+                 f"{tot_oct / tot_ours:.0f}x" if octave else "-", "", ""])
+    return header, rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--octave-dir", type=Path, help="folder with VIFB/ and Evaluation-for-Image-Fusion/")
+    p.add_argument("--profiles", default="vifb,tang")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--octave-size", default=f"{H}x{W}",
+                   help="run Octave on this top-left crop (HxW) and scale its times by the pixel count")
+    p.add_argument("--md", type=Path, help="also write the table and notes as Markdown")
+    args = p.parse_args()
+    kits = [k.strip() for k in args.profiles.split(",")]
+    for k in kits:
+        if k not in TOOLKIT_PROFILES:
+            p.error(f"--profiles: unknown {k!r}; choose from {', '.join(TOOLKIT_PROFILES)}")
+    f, ir, vi = load_pair()
+    ours = {k: time_ours(TOOLKIT_PROFILES[k], f, ir, vi, args.repeat) for k in kits}
+    notes = ["Tang's SSIM is MATLAB's built-in ssim, which Octave lacks: no Octave time.",
+             "~: scaled Octave time. FMI: Octave timed on a 30x40 corner, scaled by the window count "
+             "(the whole pair takes about an hour)."]
+    if args.octave_dir and shutil.which("octave-cli"):
+        size = tuple(int(v) for v in args.octave_size.lower().split("x"))
+        octave = time_octave(args.octave_dir, kits, f, ir, vi, size)
+        if size != (H, W):
+            notes.append(f"Octave ran on the top-left {size[0]}x{size[1]} crop (its loops take "
+                         f"minutes per metric at full size); its times are scaled to {H}x{W} by "
+                         "the pixel count and its values are the crop's.")
+    else:
+        octave = {}
+        notes.append("Octave column left out: give --octave-dir with the toolkits and install octave-cli.")
+    header, rows = build_table(kits, ours, octave, args.octave_size != f"{H}x{W}")
+    table = text_table(header, rows)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    notes.append(f"{when}; one {H}x{W} grey pair (TNO 01, fused = floor of the mean); ours: CPU time "
+                 f"of one thread, median of {args.repeat}; Octave: cputime of one run.")
+    print(table + "\n\n" + "\n".join(notes))
+    if args.md:
+        cmd = "python -m benchmarks.bench_toolkits " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "md")
+        write_text_atomic(args.md, f"# MATLAB-toolkit metrics: ours vs Octave\n\n`{cmd}`\n\n```\n{table}\n```\n\n"
+                          + "\n".join(notes) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,544 @@
+"""The metrics of the field's MATLAB toolkits (VIFB, Tang's evaluation), each written once.
+
+Every function here works on one 2-D float64 channel (0..255 scale unless it says otherwise)
+and reproduces one formula of a MATLAB reference, with that reference's arithmetic: where two
+toolkits compute "the same" metric differently, the difference is a named argument (AG's
+denominator, SF's normalisation, Qabf's input scale, the histogram binning of MI), never a
+second copy. Which toolkit uses which convention, and how colour images are handled, is
+``metrics/toolkits.py``; the reference files are listed in docs/metrics.md.
+
+Degenerate inputs give the value the MATLAB reference gives (often NaN: 0/0), computed without
+warnings. Nothing here validates its input; ``metrics/toolkits.py`` does that once per pair.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage
+
+# --------------------------------------------------------------------------------------------
+# shared building blocks
+
+
+def _errstate():
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore")
+
+
+def gaussian_1d(n: int, sigma: float) -> np.ndarray:
+    """1-D factor of MATLAB's fspecial('gaussian', n, sigma), normalised (the 2-D window is the
+    outer product; MATLAB's cut-off below eps * max never applies at the sizes used here)."""
+    x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    g = np.exp(-(x * x) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def filter_separable(img: np.ndarray, g: np.ndarray, shape: str = "same") -> np.ndarray:
+    """MATLAB filter2(outer(g, g), img, shape) for a symmetric 1-D g: 'same' pads with zeros,
+    'valid' keeps the positions where the window lies inside the image."""
+    y = ndimage.correlate1d(img, g, axis=1, mode="constant")
+    y = ndimage.correlate1d(y, g, axis=0, mode="constant")
+    if shape == "valid":
+        r = len(g) // 2
+        y = y[r:img.shape[0] - r, r:img.shape[1] - r]
+    return y
+
+
+def sobel_xy(img: np.ndarray, mode: str = "constant", scale: float = 1.0):
+    """(d/dx, d/dy) with the Sobel kernels as MATLAB correlates them: x = [-1 0 1; -2 0 2;
+    -1 0 1], y = [-1 -2 -1; 0 0 0; 1 2 1]; ``mode`` 'constant' (zero padding, conv2/filter2
+    'same'), 'nearest' (imfilter 'replicate') or 'mirror' (Tang's per_extn_im_fn)."""
+    dx = ndimage.correlate1d(ndimage.correlate1d(img, [-1.0, 0.0, 1.0], axis=1, mode=mode),
+                             [1.0, 2.0, 1.0], axis=0, mode=mode)
+    dy = ndimage.correlate1d(ndimage.correlate1d(img, [-1.0, 0.0, 1.0], axis=0, mode=mode),
+                             [1.0, 2.0, 1.0], axis=1, mode=mode)
+    if scale != 1.0:
+        dx, dy = dx * scale, dy * scale
+    return dx, dy
+
+
+def freqspace(shape) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB freqspace(shape, 'meshgrid'): (u, v), u varying along columns, v along rows,
+    both (k - floor(n/2)) * 2/n."""
+    h, w = shape
+    fx = (np.arange(w) - w // 2) * (2.0 / w)
+    fy = (np.arange(h) - h // 2) * (2.0 / h)
+    return np.meshgrid(fx, fy)
+
+
+def filter_spectrum(img: np.ndarray, response: np.ndarray) -> np.ndarray:
+    """real(ifft2(ifftshift(fftshift(fft2(img)) .* response))) for a response that is
+    symmetric on the freqspace grid (radial): MATLAB returns the real result for such
+    conjugate-symmetric spectra, computed here by real FFTs."""
+    h, w = img.shape
+    half = np.fft.ifftshift(response)[:, :w // 2 + 1]
+    return sfft.irfft2(sfft.rfft2(img) * half, s=(h, w))
+
+
+def block_reduce(x: np.ndarray, size: int, reduce: str) -> np.ndarray:
+    """MATLAB blkproc(x, [size size], [0 0], fun) for fun = sum or mean2 of a block: x is
+    padded with zeros to whole blocks, and a padded block's mean counts the zeros."""
+    h, w = x.shape
+    ph, pw = -h % size, -w % size
+    xp = np.pad(x, ((0, ph), (0, pw))) if ph or pw else x
+    blocks = xp.reshape(xp.shape[0] // size, size, xp.shape[1] // size, size)
+    out = blocks.sum(axis=(1, 3))
+    return out / (size * size) if reduce == "mean" else out
+
+
+def normalize_255(x: np.ndarray) -> np.ndarray:
+    """The toolkits' normalize1: round((x - min) / (max - min) * 255); an all-zero image is
+    kept; any other constant image becomes NaN (0/0), as in MATLAB."""
+    hi, lo = x.max(), x.min()
+    if hi == 0 and lo == 0:
+        return x
+    with _errstate():
+        return round_half_away((x - lo) / (hi - lo) * 255.0)
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """MATLAB's round and integer conversion: halves away from zero (numpy rounds to even)."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def corr2(x: np.ndarray, y: np.ndarray, y_mean=None) -> float:
+    """MATLAB corr2 (Pearson correlation of two images); ``y_mean`` replaces y's own mean in
+    the cross term (Tang's CC centres its second source with the first source's mean). A
+    constant image gives NaN (0/0), as in MATLAB."""
+    xc = x - x.mean()
+    yc = y - (y.mean() if y_mean is None else y_mean)
+    yv = y - y.mean()
+    with _errstate():
+        return float(np.sum(xc * yc) / math.sqrt(float(np.sum(xc * xc)) * float(np.sum(yv * yv))))
+
+
+# --------------------------------------------------------------------------------------------
+# information: histograms
+
+
+def _entropy_of_counts(counts: np.ndarray, log) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-np.sum(p * log(p)))
+
+
+def entropy(img: np.ndarray) -> float:
+    """EN: Shannon entropy in bits of the 256-bin histogram of floor(img) (VIFB's Entropy,
+    MATLAB's entropy() of a uint8 image)."""
+    counts = np.bincount(np.floor(img).astype(np.int64).ravel(), minlength=256)
+    return _entropy_of_counts(counts, np.log2)
+
+
+def cross_entropy(src: np.ndarray, fused: np.ndarray) -> float:
+    """VIFB's cross entropy of one source against the fused image: sum over the grey levels
+    occupied in both of P_src log2(P_src / P_fused) (levels empty in either are skipped)."""
+    n = src.size
+    p1 = np.bincount(np.floor(src).astype(np.int64).ravel(), minlength=256) / n
+    p2 = np.bincount(np.floor(fused).astype(np.int64).ravel(), minlength=256) / n
+    both = (p1 != 0) & (p2 != 0)
+    return float(np.sum(p1[both] * np.log2(p1[both] / p2[both])))
+
+
+def _joint_information(ix: np.ndarray, iy: np.ndarray, log) -> tuple[float, float, float]:
+    """(H(x), H(y), H(x, y)) of two integer label images 0..255."""
+    joint = np.bincount((ix * 256 + iy).ravel(), minlength=256 * 256).astype(np.float64)
+    hxy = _entropy_of_counts(joint, log)
+    hx = _entropy_of_counts(np.bincount(ix.ravel(), minlength=256).astype(np.float64), log)
+    hy = _entropy_of_counts(np.bincount(iy.ravel(), minlength=256).astype(np.float64), log)
+    return hx, hy, hxy
+
+
+def mutual_information_minmax(x: np.ndarray, y: np.ndarray) -> float:
+    """VIFB's mutinf: each image stretched to 0..1 by its own min and max (a constant image
+    becomes 0), quantised to 256 levels with int16 rounding; MI = H(x) + H(y) - H(x, y) in
+    nats."""
+    labels = []
+    for img in (x, y):
+        lo, hi = img.min(), img.max()
+        z = (img - lo) / (hi - lo) if hi != lo else np.zeros_like(img)
+        labels.append(round_half_away(z * 255.0).astype(np.int64))
+    hx, hy, hxy = _joint_information(labels[0], labels[1], np.log)
+    return hx + hy - hxy
+
+
+def mutual_information_saturated(src: np.ndarray, fused: np.ndarray) -> float:
+    """Tang's MI_evaluation term: H(src) + H(fused) - H(fused, src) in bits, where the joint
+    histogram indexes uint8 + 1, which saturates: levels 254 and 255 share a bin there (but
+    not in the marginal entropies)."""
+    s = np.floor(src).astype(np.int64)
+    f = np.floor(fused).astype(np.int64)
+    _, _, hfs = _joint_information(np.minimum(f, 254), np.minimum(s, 254), np.log2)
+    return entropy(src) + entropy(fused) - hfs
+
+
+# --------------------------------------------------------------------------------------------
+# intensity and gradient statistics of the fused image
+
+
+def standard_deviation(f: np.ndarray) -> float:
+    """SD: population standard deviation, sqrt(sum((F - mean)^2) / (r c))."""
+    d = f - f.mean()
+    return math.sqrt(float(np.sum(d * d)) / f.size)
+
+
+def spatial_frequency(f: np.ndarray, normalise: str = "count") -> float:
+    """SF = sqrt(RF^2 + CF^2) from squared first differences along rows and columns; each
+    sum divided by its own count of differences ('count': Tang, mean of diff) or by r*c for
+    both ('mn': VIFB)."""
+    dh = np.diff(f, axis=1)
+    dv = np.diff(f, axis=0)
+    sh, sv = float(np.sum(dh * dh)), float(np.sum(dv * dv))
+    if normalise == "mn":
+        return math.sqrt(sh / f.size + sv / f.size)
+    return math.sqrt(sh / max(dh.size, 1) + sv / max(dv.size, 1))
+
+
+def average_gradient(f: np.ndarray, denominator: str = "(r-1)(c-1)") -> float:
+    """AG = sum(sqrt((Gx^2 + Gy^2) / 2)) / denominator, Gx, Gy by MATLAB's gradient (central
+    differences, one-sided at the borders); both MATLAB toolkits divide by (r-1)(c-1), the
+    Python evaluators by r*c."""
+    gy, gx = np.gradient(f)
+    s = float(np.sum(np.sqrt((gx * gx + gy * gy) / 2.0)))
+    r, c = f.shape
+    return s / ((r - 1) * (c - 1) if denominator == "(r-1)(c-1)" else r * c)
+
+
+def edge_intensity(f: np.ndarray) -> float:
+    """EI: mean Sobel gradient magnitude, imfilter with 'replicate' borders (VIFB)."""
+    gx, gy = sobel_xy(f, mode="nearest")
+    return float(np.mean(np.sqrt(gx * gx + gy * gy)))
+
+
+# --------------------------------------------------------------------------------------------
+# differences from the sources
+
+
+def vifb_rmse_term(src: np.ndarray, f: np.ndarray) -> float:
+    """VIFB's 'mse' helper: sqrt(sum((src - F)^2)) / (m n) -- not a root mean square."""
+    d = src - f
+    return math.sqrt(float(np.sum(d * d))) / f.size
+
+
+def mean_squared_error(src: np.ndarray, f: np.ndarray) -> float:
+    d = src - f
+    return float(np.sum(d * d)) / f.size
+
+
+def psnr_from(mse_like: float, peak: float = 255.0) -> float:
+    """20 log10(peak / sqrt(mse_like)); infinite when mse_like is 0, as in MATLAB."""
+    if mse_like == 0:
+        return math.inf
+    return 20.0 * math.log10(peak / math.sqrt(mse_like))
+
+
+# --------------------------------------------------------------------------------------------
+# edge preservation
+
+
+def _qabf_edges(img: np.ndarray, scale: float):
+    """Sobel strength and orientation as analysis_Qabf / metricsQabf compute them: conv2
+    'same' (zero padding) with h3 (x) and h1 (y), orientation atan(Sy / Sx), pi/2 where
+    Sx == 0."""
+    dx, dy = sobel_xy(img * scale if scale != 1.0 else img)
+    sx = -dx  # conv2 flips h3, so conv2(p, h3) is minus the correlation
+    g = np.sqrt(sx * sx + dy * dy)
+    with _errstate():
+        a = np.where(sx == 0, math.pi / 2, np.arctan(dy / sx))
+    return g, a
+
+
+def _qabf_preservation(g_s, a_s, g_f, a_f) -> np.ndarray:
+    """Q^{SF} per pixel: the strength ratio (g_F itself where the two strengths are equal, the
+    references' quirk) and orientation agreement through the sigmoids (Tg 0.9994, kg -15,
+    Dg 0.5, Ta 0.9879, ka -22, Da 0.8)."""
+    with _errstate():
+        ratio = np.where(g_s > g_f, g_f / g_s, np.where(g_s == g_f, g_f, g_s / g_f))
+    agree = 1.0 - np.abs(a_s - a_f) / (math.pi / 2)
+    q_g = 0.9994 / (1.0 + np.exp(-15.0 * (ratio - 0.5)))
+    q_a = 0.9879 / (1.0 + np.exp(-22.0 * (agree - 0.8)))
+    return q_g * q_a
+
+
+def qabf(a: np.ndarray, b: np.ndarray, f: np.ndarray, scale: float = 1.0) -> float:
+    """Qabf (Xydeas-Petrovic): gradient-strength-weighted edge preservation of both sources.
+    ``scale`` multiplies the images first: VIFB's metricsQabf computes 255 * im2double of an
+    image already in 0..255 (scale 255), which only matters through the equal-strength quirk.
+    NaN when neither source has a gradient (0/0), as in MATLAB."""
+    g_a, a_a = _qabf_edges(a, scale)
+    g_b, a_b = _qabf_edges(b, scale)
+    g_f, a_f = _qabf_edges(f, scale)
+    q_af = _qabf_preservation(g_a, a_a, g_f, a_f)
+    q_bf = _qabf_preservation(g_b, a_b, g_f, a_f)
+    num = float(np.sum(q_af * g_a + q_bf * g_b))
+    den = float(np.sum(g_a + g_b))
+    return num / den if den != 0 else math.nan
+
+
+def _nabf_edges(img: np.ndarray):
+    gv, gh = sobel_xy(img, mode="mirror", scale=1.0 / 8.0)
+    g = np.sqrt(gh * gh + gv * gv)
+    with _errstate():
+        a = np.where((gv == 0) & (gh == 0), 0.0, np.arctan(gv / gh))
+    return g, a
+
+
+def _nabf_preservation(g_s, a_s, g_f, a_f) -> np.ndarray:
+    with _errstate():
+        ratio = np.where((g_s == 0) | (g_f == 0), 0.0,
+                         np.where(g_s > g_f, g_f / g_s, g_s / g_f))
+    agree = np.abs(np.abs(a_s - a_f) - math.pi / 2) * 2.0 / math.pi
+    q_g = 0.9999 / (1.0 + np.exp(-19.0 * (ratio - 0.5)))
+    q_a = 0.9995 / (1.0 + np.exp(-22.0 * (agree - 0.5)))
+    return np.sqrt(q_g * q_a)
+
+
+def nabf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Nabf (Kumar's modified fusion artifacts measure, analysis_nabf(f, I1, I2)): the
+    weighted loss 1 - Q where the fused gradient exceeds both sources'; Sobel / 8 with mirrored
+    borders, weights g^1.5 where g >= 2, else 0.001. The first argument is the fused image."""
+    g_a, a_a = _nabf_edges(a)
+    g_b, a_b = _nabf_edges(b)
+    g_f, a_f = _nabf_edges(f)
+    q_af = _nabf_preservation(g_a, a_a, g_f, a_f)
+    q_bf = _nabf_preservation(g_b, a_b, g_f, a_f)
+    w_a = np.where(g_a >= 2.0, g_a ** 1.5, 0.001)
+    w_b = np.where(g_b >= 2.0, g_b ** 1.5, 0.001)
+    artefact = (g_f > g_a) & (g_f > g_b)
+    loss = np.where(artefact, (1.0 - q_af) * w_a + (1.0 - q_bf) * w_b, 0.0)
+    return float(np.sum(loss)) / float(np.sum(w_a + w_b))
+
+
+# --------------------------------------------------------------------------------------------
+# structural similarity
+
+
+def ssim_gaussian(x: np.ndarray, y: np.ndarray, data_range: float = 255.0,
+                  border: str = "valid") -> float:
+    """SSIM with an 11x11 Gaussian window (sd 1.5), variances as E[x^2] - E[x]^2, K1 0.01,
+    K2 0.03, mean of the map. ``border`` 'valid': VIFB's ssim (filter2 'valid', L = 255);
+    'replicate': MATLAB's built-in ssim (imgaussfilt with replicated borders, same-size map),
+    whose L is 1 for double input -- what Tang's script gets on its 0..255 doubles."""
+    g = gaussian_1d(11, 1.5)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    if border == "valid":
+        def filt(z):
+            return filter_separable(z, g, "valid")
+    else:
+        def filt(z):
+            return ndimage.correlate1d(ndimage.correlate1d(z, g, axis=1, mode="nearest"), g,
+                                       axis=0, mode="nearest")
+    mx, my = filt(x), filt(y)
+    mxx, myy, mxy = mx * mx, my * my, mx * my
+    sxx = filt(x * x) - mxx
+    syy = filt(y * y) - myy
+    sxy = filt(x * y) - mxy
+    with _errstate():
+        ssim_map = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mxx + myy + c1) * (sxx + syy + c2))
+    return float(np.mean(ssim_map))
+
+
+# --------------------------------------------------------------------------------------------
+# human-perception metrics (Chen-Blum Qcb, Chen-Varshney Qcv)
+
+
+def _qcb_contrast(img: np.ndarray) -> np.ndarray:
+    """|filter2(G2, img) / filter2(G4, img) - 1| with the toolkits' unnormalised 31x31
+    Gaussians of sd 2 and 4 (1/(2 pi sd^2) factors), zero-padded 'same' filtering."""
+    x = np.arange(-15, 16, dtype=np.float64)
+    num = filter_separable(img, np.exp(-(x * x) / 8.0)) / (2 * math.pi * 4.0)
+    den = filter_separable(img, np.exp(-(x * x) / 32.0)) / (2 * math.pi * 16.0)
+    with _errstate():
+        c = np.abs(num / den - 1.0)
+        return c ** 3 / (c * c + 1e-4)
+
+
+def qcb(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qcb (Chen-Blum): each image normalised to 0..255, filtered by the CSF (f0 15.3870, f1
+    1.3456, a 0.7622 on the freqspace grid scaled by size/30), local contrast ratios of
+    Gaussians, preservation min(Cs/Cf, Cf/Cs) weighted by Cs^2 / (Ca^2 + Cb^2), mean over
+    pixels. NaN where the reference divides 0 by 0 (a constant non-zero image)."""
+    h, w = a.shape
+    u, v = freqspace((h, w))
+    r = np.sqrt((w / 30.0 * u) ** 2 + (h / 30.0 * v) ** 2)
+    csf = np.exp(-(r / 15.3870) ** 2) - 0.7622 * np.exp(-(r / 1.3456) ** 2)
+    ca, cb, cf = (_qcb_contrast(filter_spectrum(normalize_255(img), csf)) for img in (a, b, f))
+    with _errstate():
+        qa = np.where(ca < cf, (ca / cf) * 1.0 + (cf / ca) * 0.0, (ca / cf) * 0.0 + (cf / ca) * 1.0)
+        qb = np.where(cb < cf, (cb / cf) * 1.0 + (cf / cb) * 0.0, (cb / cf) * 0.0 + (cf / cb) * 1.0)
+        wa = (ca * ca) / (ca * ca + cb * cb)
+        wb = (cb * cb) / (ca * ca + cb * cb)
+        return float(np.mean(wa * qa + wb * qb))
+
+
+def qcv(a: np.ndarray, b: np.ndarray, f: np.ndarray, window: int = 16) -> float:
+    """Qcv (Chen-Varshney, lower is better): 16x16 blocks weighted by the sum of the sources'
+    Sobel magnitudes^5, each block's mean squared CSF-filtered difference (theta_m on the grid
+    scaled by size/8; blocks padded with zeros count the zeros), ratio of the weighted sums."""
+    a, b, f = normalize_255(a), normalize_255(b), normalize_255(f)
+    h, w = a.shape
+    u, v = freqspace((h, w))
+    r = np.sqrt((w / 8.0 * u) ** 2 + (h / 8.0 * v) ** 2)
+    theta_m = 2.6 * (0.0192 + 0.144 * r) * np.exp(-(0.144 * r) ** 1.1)
+    num = den = 0.0
+    with _errstate():
+        for src in (a, b):
+            gx, gy = sobel_xy(src)
+            weight = block_reduce(np.sqrt(gx * gx + gy * gy) ** 5, window, "sum")
+            diff = filter_spectrum(src - f, theta_m)
+            num += float(np.sum(weight * block_reduce(diff * diff, window, "mean")))
+            den += float(np.sum(weight))
+        return num / den
+
+
+# --------------------------------------------------------------------------------------------
+# MEF-SSIM (Ma et al.), the multi-scale form Tang's script reports as MS_SSIM
+
+
+def _local_mean(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return filter_separable(x, g, "valid")
+
+
+def _mef_ssim_level(seq, f: np.ndarray, c: float = (0.03 * 255) ** 2) -> float:
+    """mef_ssim(imgSeq, fI) of one scale, vectorised: every per-window quantity of the
+    reference's double loop (patch norms, the structure-consistency R, the weights, the
+    rescaled desired patch and its Gaussian-weighted SSIM with the fused patch) written with
+    local moments -- uniform 11x11 ones for the patch statistics, Gaussian (sd 1.5) ones for
+    the SSIM terms."""
+    shift = float(np.mean([s.mean() for s in seq]))  # centring only reduces rounding
+    seq = [s - shift for s in seq]
+    f = f - float(f.mean())
+    u, g = np.full(11, 1.0 / 11), gaussian_1d(11, 1.5)
+    mu = [_local_mean(s, u) for s in seq]
+    ss = [np.maximum(121.0 * (_local_mean(s * s, u) - m * m), 0.0) for s, m in zip(seq, mu)]
+    ed = [np.sqrt(v) + 0.001 for v in ss]
+    total = seq[0] + seq[1]
+    mt = _local_mean(total, u)
+    num = np.sqrt(np.maximum(121.0 * (_local_mean(total * total, u) - mt * mt), 0.0))
+    eps = np.finfo(np.float64).eps
+    r = (num + eps) / (np.sqrt(ss[0]) + np.sqrt(ss[1]) + eps)
+    r = np.clip(np.where(r > 1, 1 - eps, r), eps, None)
+    p = np.minimum(np.tan(math.pi / 2 * r), 10.0)
+    w = [(e / 11.0) ** p + eps for e in ed]
+    coef = [wk / (w[0] + w[1]) / e for wk, e in zip(w, ed)]
+    cov_u = _local_mean(seq[0] * seq[1], u) - mu[0] * mu[1]
+    norm2 = 121.0 * (coef[0] ** 2 * ss[0] / 121.0 + coef[1] ** 2 * ss[1] / 121.0
+                     + 2 * coef[0] * coef[1] * cov_u)
+    norm = np.sqrt(np.maximum(norm2, 0.0))
+    with _errstate():
+        scale = np.where(norm > 0, np.maximum(ed[0], ed[1]) / norm, 1.0)
+    gm = [_local_mean(s, g) for s in seq]
+    gf = _local_mean(f, g)
+    var_r = (coef[0] ** 2 * (_local_mean(seq[0] ** 2, g) - gm[0] ** 2)
+             + coef[1] ** 2 * (_local_mean(seq[1] ** 2, g) - gm[1] ** 2)
+             + 2 * coef[0] * coef[1] * (_local_mean(seq[0] * seq[1], g) - gm[0] * gm[1]))
+    cov_rf = (coef[0] * (_local_mean(seq[0] * f, g) - gm[0] * gf)
+              + coef[1] * (_local_mean(seq[1] * f, g) - gm[1] * gf))
+    var_f = _local_mean(f * f, g) - gf * gf
+    q = (2 * scale * cov_rf + c) / (scale * scale * var_r + var_f + c)
+    return float(np.mean(q))
+
+
+def _halve(x: np.ndarray) -> np.ndarray:
+    """imfilter(x, ones(2)/4, 'symmetric', 'same') then x(1:2:end, 1:2:end): the mean of each
+    pixel and its right, lower and lower-right neighbours (the last row/column repeated)."""
+    xp = np.pad(x, ((0, 1), (0, 1)), mode="symmetric")
+    avg = (xp[:-1, :-1] + xp[:-1, 1:] + xp[1:, :-1] + xp[1:, 1:]) / 4.0
+    return avg[::2, ::2]
+
+
+def mef_ssim_multiscale(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """analysis_ms_ssim(imgSeq = [a, b], fI = f): MEF-SSIM at 3 scales, weights 0.0448, 0.2856,
+    0.3001 (normalised), combined as prod(Q^w); -inf when the coarsest scale is narrower than
+    the 11x11 window, as the reference returns."""
+    if min(a.shape) / 4.0 < 11:
+        return -math.inf
+    weights = np.array([0.0448, 0.2856, 0.3001])
+    weights = weights / weights.sum()
+    seq, q = [a, b], []
+    for level in range(3):
+        if level:
+            seq, f = [_halve(s) for s in seq], _halve(f)
+        q.append(_mef_ssim_level(seq, f))
+    with _errstate():
+        return float(np.prod(np.array(q) ** weights))
+
+
+# --------------------------------------------------------------------------------------------
+# FMI (Haghighat's feature mutual information, analysis_fmi.m), 3x3 windows
+
+
+def _fmi_window_pdfs(feature: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every 3x3 window as MATLAB's sub(:) (column-major), raw and as the reference's pdf:
+    min-max normalised (all ones when flat), divided by its sum."""
+    win = np.lib.stride_tricks.sliding_window_view(feature, (3, 3))
+    raw = win.transpose(0, 1, 3, 2).reshape(-1, 9)
+    lo, hi = raw.min(axis=1, keepdims=True), raw.max(axis=1, keepdims=True)
+    flat = hi == lo
+    with _errstate():
+        sub = np.where(flat, 1.0, (raw - lo) / np.where(flat, 1.0, hi - lo))
+    return raw, sub / sub.sum(axis=1, keepdims=True)
+
+
+def _entropy_rows(p: np.ndarray) -> np.ndarray:
+    """-sum(p log2 |p|) over the last axis, zeros skipped (the reference's real(-p log2 p) for
+    the negative joint values a copula mixture can produce)."""
+    logs = np.abs(p)
+    logs[logs == 0] = 1.0
+    np.log2(logs, out=logs)
+    logs *= p
+    return -np.sum(logs, axis=-1)
+
+
+def _fmi_pair(raw_s, pdf_s, raw_f, pdf_f) -> np.ndarray:
+    """fmi of every window between a source and the fused feature: the joint pdf from the
+    Frechet copula bound (upper for c >= 0, lower for c < 0) mixed with independence by the
+    ratio of the pdfs' correlation to the bound's, then 2 MI / (H_s + H_f)."""
+    cdf_s, cdf_f = np.cumsum(pdf_s, axis=1), np.cumsum(pdf_f, axis=1)
+    ts, tf = pdf_s - pdf_s.mean(axis=1, keepdims=True), pdf_f - pdf_f.mean(axis=1, keepdims=True)
+    cross = np.sum(ts * tf, axis=1)
+    idx = np.arange(1, 10, dtype=np.float64)
+    sd_s = np.sqrt(np.maximum(pdf_s @ (idx * idx) - (pdf_s @ idx) ** 2, 0.0))
+    sd_f = np.sqrt(np.maximum(pdf_f @ (idx * idx) - (pdf_f @ idx) ** 2, 0.0))
+    with _errstate():
+        c = np.where(cross == 0, 0.0, cross / np.sqrt(np.sum(ts * ts, axis=1) * np.sum(tf * tf, axis=1)))
+    fi, sj = cdf_f[:, :, None], cdf_s[:, None, :]
+    bound = np.minimum(fi, sj)  # upper Frechet bound, for c >= 0
+    neg = c < 0
+    if neg.any():  # lower bound max(F + S - 1, 0) where the correlation is negative
+        bound[neg] = np.maximum(fi[neg] + sj[neg] - 1.0, 0.0)
+    cov = np.sum(bound, axis=(1, 2)) - cdf_f.sum(axis=1) * cdf_s.sum(axis=1)
+    degenerate = (sd_s == 0) | (sd_f == 0) | (c == 0)
+    with _errstate():
+        mix = np.where(degenerate, 0.0, c / (cov / (sd_f * sd_s)))
+    # joint pdf: the bound's 2-D differences (C(0, .) = C(., 0) = 0), in place to spare memory
+    bound[:, 1:, :] -= bound[:, :-1, :].copy()
+    bound[:, :, 1:] -= bound[:, :, :-1].copy()
+    bound *= mix[:, None, None]
+    indep = pdf_f[:, :, None] * pdf_s[:, None, :]
+    indep *= (1.0 - mix)[:, None, None]
+    bound += indep
+    h_joint = _entropy_rows(bound.reshape(len(c), -1))
+    h_s, h_f = _entropy_rows(pdf_s), _entropy_rows(pdf_f)
+    mi = h_s + h_f - h_joint
+    with _errstate():
+        fmi = np.where(mi == 0, 0.0, 2.0 * mi / (h_s + h_f))
+    return np.where(np.all(raw_s == raw_f, axis=1), 1.0, fmi)
+
+
+def fmi(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "none",
+        rows_per_chunk: int = 64) -> float:
+    """analysis_fmi(a, b, f, feature) with its 3x3 windows: mean over the interior windows of
+    (fmi(a, f) + fmi(b, f)) / 2. ``feature``: 'none' (raw pixels) or 'dct' (dct2 of the whole
+    image, orthonormal DCT-II). Computed in chunks of image rows to bound memory."""
+    if feature == "dct":
+        a, b, f = (sfft.dctn(x, type=2, norm="ortho") for x in (a, b, f))
+    elif feature != "none":
+        raise ValueError(f"FMI feature {feature!r}: only 'none' and 'dct' are implemented")
+    total, count = 0.0, 0
+    for top in range(0, a.shape[0] - 2, rows_per_chunk):
+        rows = slice(top, min(top + rows_per_chunk, a.shape[0] - 2) + 2)
+        raw_f, pdf_f = _fmi_window_pdfs(f[rows])
+        vals = sum(_fmi_pair(*_fmi_window_pdfs(s[rows]), raw_f, pdf_f) for s in (a, b)) / 2.0
+        total += float(np.sum(vals))
+        count += vals.size
+    return total / count

@@ -1,0 +1,268 @@
+"""metrics.toolkits / metrics.toolkit_metrics: equal to the MATLAB toolkits' own numbers --
+VIFB's stored MATLAB results at every stored digit, and the toolkits' code run under Octave
+(tests/fixtures/toolkits/octave_reference.json) to 1e-6 relative -- and well-behaved on bad input."""
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+from metrics import toolkit_metrics as tm
+from metrics.toolkits import TOOLKIT_PROFILES, matlab_rgb2gray, read_as_matlab
+
+KITS = FIXTURES / "toolkits"
+# The Octave values are printed with 17 significant digits and both sides compute in float64;
+# 1e-6 relative is the agreement the metrics are held to (observed: below 1e-12).
+RTOL = 1e-6
+# Not compared on the whole crops: Tang's SSIM is MATLAB's built-in ssim, which Octave does not
+# have; FMI_dct is compared on a 20x24 corner (test_fmi_dct_equals_octave_on_corners), as
+# Octave's FMI loops take about a minute per corner.
+NOT_IN_OCTAVE = {"vifb": set(), "tang": {"SSIM", "FMI_dct"}}
+
+
+def _same(got: float, want: float, rtol: float = RTOL) -> bool:
+    if math.isnan(want) or math.isinf(want):
+        return got == want or (math.isnan(got) and math.isnan(want))
+    return abs(got - want) <= rtol * max(abs(want), 1e-300)
+
+
+
+@pytest.fixture(scope="module")
+def vifb_matlab():
+    return json.loads((KITS / "vifb" / "matlab_values.json").read_text())["values"]
+
+
+@pytest.fixture(scope="module")
+def octave():
+    return json.loads((KITS / "octave_reference.json").read_text())["values"]
+
+
+def _vifb_triple(case: str):
+    image, method = case.rsplit("_", 1)
+    root = KITS / "vifb"
+    return (read_as_matlab(root / "fused" / method / f"{image}.jpg"),
+            read_as_matlab(root / "input" / "IR" / f"{image}.jpg"),
+            read_as_matlab(root / "input" / "VI" / f"{image}.jpg"))
+
+
+def test_vifb_equals_matlab_stored_results_at_every_stored_digit(vifb_matlab):
+    """Six fused images (two scenes, one with a grey infrared image; three methods), all 13
+    metrics, against output/evaluation_metrics_single of VIFB: ours printed with MATLAB's 5
+    significant digits equals the stored text."""
+    profile = TOOLKIT_PROFILES["vifb"]
+    bad = {}
+    for case, stored in vifb_matlab.items():
+        got = profile.evaluate_pair(*_vifb_triple(case))
+        assert set(got) == set(stored)
+        bad.update({f"{case}/{k}": (got[k], v) for k, v in stored.items()
+                    if float(f"{got[k]:.5g}") != float(v)})
+    assert not bad
+
+
+@pytest.mark.parametrize("kit", ["vifb", "tang"])
+def test_toolkits_equal_their_code_under_octave(kit, octave):
+    """Every metric on six crops (grey and colour, odd and even sizes, a fused image with
+    saturated 254/255 levels, a constant fused image, a constant source) equals the toolkit's
+    own .m code run under Octave, NaN where it gives NaN."""
+    profile = TOOLKIT_PROFILES[kit]
+    bad, compared = {}, 0
+    for case, kits in octave.items():
+        f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
+                     for role in ("fused", "ir", "vi"))
+        got = profile.evaluate_pair(f, ir, vi)
+        assert set(kits[kit]) == set(profile.columns) - NOT_IN_OCTAVE[kit]
+        for name, want in kits[kit].items():
+            compared += 1
+            if not _same(got[name], want):
+                bad[f"{case}/{name}"] = (got[name], want)
+    assert len(octave) == 6 and not bad
+    assert compared == 6 * len(set(profile.columns) - NOT_IN_OCTAVE[kit])
+
+
+def test_fmi_dct_equals_octave_on_corners(octave):
+    """Tang's FMI_dct (analysis_fmi(ir, vi, fused, 'dct')) on the top-left 20x24 corner of four
+    cases, a constant fused image among them."""
+    cases = [c for c in octave if "tang_corner" in octave[c]]
+    assert len(cases) == 4 and "constant_fused" in cases
+    for case in cases:
+        f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png") for role in ("fused", "ir", "vi"))
+        f, ir, vi = (matlab_rgb2gray(x)[:20, :24] if x.ndim == 3 else x[:20, :24] for x in (f, ir, vi))
+        want = octave[case]["tang_corner"]["FMI_dct"]
+        # FMI lies in 0..1, so 1e-6 of that scale: a constant fused image gives rounding noise
+        # of the DCT (2e-18 in Octave, 2e-17 here) where the value is 0 at that scale
+        assert abs(tm.fmi(ir, vi, f, "dct") - want) <= RTOL * max(abs(want), 1.0), case
+
+
+def test_octave_cases_cover_what_they_claim(octave):
+    """The degenerate cases really are degenerate, and the saturated case holds 254 and 255."""
+    def load(case, role):
+        return read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
+    assert np.ptp(load("constant_fused", "fused")) == 0
+    assert np.ptp(load("constant_source", "ir")) == 0
+    sat = load("tno_saturated", "fused")
+    assert (sat == 255).any() and (sat == 254).any() and np.ptp(sat) > 0
+    assert load("kettle_colour", "fused").ndim == 3 and load("walkingnight_grey_ir", "ir").ndim == 2
+    assert math.isnan(octave["constant_fused"]["vifb"]["Qcb"])
+
+
+# --------------------------------------------------------------------------------------------
+# conventions, each checked against a direct transcription of the MATLAB loop
+
+
+def test_tang_mi_saturates_254_and_255_into_one_joint_bin():
+    """Tang's Hab indexes uint8 + 1: levels 254 and 255 of either image share a bin, so an
+    image pair differing only in 254 vs 255 has MI = H(src) + H(F) - H(src) < 2 H(F)."""
+    rng = np.random.default_rng(0)
+    src = rng.choice([254.0, 255.0], size=(40, 40))
+    mi_self = tm.mutual_information_saturated(src, src)
+    h = tm.entropy(src)
+    assert h > 0.9  # two nearly equiprobable levels
+    assert mi_self == pytest.approx(2 * h, rel=1e-12)  # joint entropy 0: one saturated bin
+
+
+def test_vifb_rmse_is_root_sse_over_pixels():
+    a = np.zeros((40, 50))
+    f = np.full((40, 50), 2.0)
+    assert tm.vifb_rmse_term(a, f) == pytest.approx(math.sqrt(4.0 * 2000) / 2000, rel=1e-15)
+
+
+def test_average_gradient_denominators():
+    f = np.add.outer(np.arange(40.0), 2 * np.arange(50.0))  # gx = 2, gy = 1 everywhere
+    s = math.sqrt((4 + 1) / 2) * 2000
+    assert tm.average_gradient(f, "(r-1)(c-1)") == pytest.approx(s / (39 * 49), rel=1e-14)
+    assert tm.average_gradient(f, "rc") == pytest.approx(s / 2000, rel=1e-14)
+
+
+def test_block_reduce_counts_zero_padding_like_blkproc():
+    x = np.ones((20, 20))
+    means = tm.block_reduce(x, 16, "mean")
+    assert means.shape == (2, 2)
+    assert means[0, 0] == 1.0 and means[1, 1] == 16 / 256  # a 4x4 corner in a 16x16 block
+
+
+def test_matlab_rgb2gray_rounds_halves_away_from_zero():
+    rgb = np.zeros((2, 2, 3))
+    rgb[0, 0] = (255, 255, 255)
+    assert matlab_rgb2gray(rgb)[0, 0] == 255.0
+    assert tm.round_half_away(np.array([0.5, 1.5, 2.5, -0.5])).tolist() == [1, 2, 3, -1]
+
+
+# --------------------------------------------------------------------------------------------
+# bad input: one-line errors, or the reference's value without warnings
+
+
+@pytest.mark.parametrize("kit", ["vifb", "tang"])
+def test_bad_inputs_give_one_line_errors(kit):
+    p = TOOLKIT_PROFILES[kit]
+    img = np.full((40, 40), 100.0)
+    cases = [
+        ((np.zeros((40, 41)), img, img), "size mismatch"),
+        ((np.full((40, 40), np.nan), img, img), "NaN"),
+        ((np.full((40, 40), 300.0), img, img), "outside 0..255"),
+        ((np.zeros((40, 40, 4)), img, img), "grey (H, W) or colour (H, W, 3)"),
+        ((np.zeros((8, 8)), np.zeros((8, 8)), np.zeros((8, 8))), "smaller than"),
+    ]
+    for args, words in cases:
+        with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")) as exc:
+            p.evaluate_pair(*args)
+        assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("kit", ["vifb", "tang"])
+def test_constant_images_give_values_without_warnings(kit):
+    rng = np.random.default_rng(1)
+    src = rng.integers(0, 256, (48, 48)).astype(np.float64)
+    const = np.full((48, 48), 128.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = TOOLKIT_PROFILES[kit].evaluate_pair(const, src, const)
+    assert set(got) == set(TOOLKIT_PROFILES[kit].columns)
+
+
+def test_colour_fused_with_grey_sources_is_channel_by_channel():
+    """VIFB measures a colour fused image channel by channel: three equal channels give the
+    grey value for every metric except SF, which sees the channels side by side."""
+    rng = np.random.default_rng(2)
+    ir, vi, f = (rng.integers(0, 256, (40, 48)).astype(np.float64) for _ in range(3))
+    p = TOOLKIT_PROFILES["vifb"]
+    grey = p.evaluate_pair(f, ir, vi)
+    colour = p.evaluate_pair(np.repeat(f[..., None], 3, axis=2), ir, vi)
+    for k in p.columns:
+        if k != "SF":
+            assert colour[k] == pytest.approx(grey[k], rel=1e-12), k
+    wide = np.concatenate([f, f, f], axis=1)
+    assert colour["SF"] == pytest.approx(tm.spatial_frequency(wide, "mn"), rel=1e-15)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate.py --profile vifb|tang
+
+
+def test_evaluate_py_prints_the_vifb_table_from_folders(tmp_path, vifb_matlab, capsys):
+    """evaluate.py over the VIFB fixture folders gives, per image, MATLAB's stored values, and
+    the table's columns in VIFB's order."""
+    import evaluate
+    root = KITS / "vifb"
+    out = tmp_path / "vifb.json"
+    rc = evaluate.main(["--input", str(root / "input"), "--modalities", "IR,VI", "--profile", "vifb",
+                        "--fused", str(root / "fused" / "ADF"), "--fused", str(root / "fused" / "GFCE"),
+                        "--quiet", "--json", str(out)])
+    assert rc == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Method"))
+    assert header.split()[1:14] == list(TOOLKIT_PROFILES["vifb"].columns)
+    doc = json.loads(out.read_text())
+    for method in ("ADF", "GFCE"):
+        entry = doc["methods"][method]
+        assert entry["count"] == 2
+        for image, vals in entry["per_image"].items():
+            stored = vifb_matlab[f"{image}_{method}"]
+            assert {k: float(f"{v:.5g}") for k, v in vals.items()} == \
+                {k: float(v) for k, v in stored.items()}
+
+
+def test_evaluate_py_tang_profile_reads_grey_as_matlab(tmp_path):
+    """--profile tang reads colour files through MATLAB's rgb2gray: the table's EN is the
+    entropy of the rgb2gray image."""
+    import evaluate
+    root = KITS / "vifb"
+    out = tmp_path / "tang.json"
+    assert evaluate.main(["--input", str(root / "input"), "--modalities", "IR,VI", "--profile", "tang",
+                          "--fused", str(root / "fused" / "SeAFusion"), "--quiet", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())["methods"]["SeAFusion"]["per_image"]["kettle"]
+    grey = matlab_rgb2gray(read_as_matlab(root / "fused" / "SeAFusion" / "kettle.jpg"))
+    assert got["EN"] == pytest.approx(tm.entropy(grey), rel=1e-15)
+    assert set(got) == set(TOOLKIT_PROFILES["tang"].columns)
+
+
+def test_tang_ssim_equals_a_loop_transcription_of_matlabs_documented_ssim():
+    """MATLAB's built-in ssim (which Octave lacks, so no reference run exists): per pixel, an
+    11x11 Gaussian (sd 1.5) with replicated borders, C1 = (0.01 L)^2, C2 = (0.03 L)^2, L = 1
+    for double images, mean of the same-size map. Checked against that description written as
+    a loop on a 20x24 image (float64 sums of 121 terms: 1e-12 relative covers their rounding)."""
+    rng = np.random.default_rng(3)
+    x, y = (rng.integers(0, 256, (20, 24)).astype(np.float64) for _ in range(2))
+    k = np.arange(-5, 6)
+    w = np.exp(-(k[:, None] ** 2 + k[None, :] ** 2) / (2 * 1.5 ** 2))
+    w /= w.sum()
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    xp, yp = np.pad(x, 5, mode="edge"), np.pad(y, 5, mode="edge")
+    vals = []
+    for i in range(20):
+        for j in range(24):
+            px, py = xp[i:i + 11, j:j + 11], yp[i:i + 11, j:j + 11]
+            mx, my = np.sum(w * px), np.sum(w * py)
+            sx, sy = np.sum(w * px * px) - mx * mx, np.sum(w * py * py) - my * my
+            sxy = np.sum(w * px * py) - mx * my
+            vals.append((2 * mx * my + c1) * (2 * sxy + c2) / ((mx * mx + my * my + c1) * (sx + sy + c2)))
+    assert tm.ssim_gaussian(x, y, 1.0, "replicate") == pytest.approx(np.mean(vals), rel=1e-12)
+
+
+def test_nabf_argument_order_matters():
+    """Tang's script reports analysis_nabf(ir, vi, fused); the function means (fused, ir, vi).
+    The mean of two images adds no artefacts (Nabf below 1e-5 on the TNO crop), while the
+    script's order reports more than 0.01 for it."""
+    f, ir, vi = (read_as_matlab(KITS / "crops" / f"tno_mean_{r}.png") for r in ("fused", "ir", "vi"))
+    assert tm.nabf(f, ir, vi) < 1e-5
+    assert tm.nabf(ir, vi, f) > 0.01

@@ -1,0 +1,183 @@
+"""Make tests/fixtures/toolkits/: small image crops and the values the MATLAB toolkits'
+own code gives on them under GNU Octave.
+
+How the committed reference values were made (run from the repository root):
+
+    apt-get install -y octave octave-image octave-signal
+    # the toolkits, unchanged, side by side in one folder (any checkout of these commits):
+    #   VIFB/                          github.com/xingchenzhang/VIFB @ 22b2ea9d
+    #   Evaluation-for-Image-Fusion/   github.com/Linfeng-Tang/Evaluation-for-Image-Fusion @ 0e87153b
+    python3 tools/octave_toolkit_reference.py --toolkits /path/to/folder
+
+It writes the crops (PNG) and ``octave_reference.json`` (every value with 17 significant
+digits, the Octave version and the toolkit commits). The tests read only those files. Octave
+lacks three MATLAB functions the toolkits call; the script supplies them in a temporary folder,
+each the documented MATLAB behaviour and nothing more: ``freqspace`` (only if missing),
+``blkproc`` (zero-padded blocks) and, for Qcv and Qcb only, ``ifft2`` returning the real part
+(MATLAB returns a real array for the conjugate-symmetric spectra these metrics build; Octave
+keeps a ~1e-13 imaginary part, which Qcv's squares would turn into a complex result).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "tests" / "fixtures" / "toolkits"
+VIFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "MI": "Mutinf", "PSNR": "Psnr",
+              "AG": "Avg_gradient", "EI": "Edge_intensity", "Qabf": "Qabf", "SD": "Variance",
+              "SF": "Spatial_frequency", "RMSE": "Rmse", "SSIM": "Ssim", "Qcb": "Qcb", "Qcv": "Qcv"}
+FMI_CASES = ("tno_mean", "kettle_colour", "walkingnight_grey_ir", "constant_fused")
+FMI_CROP = "{1:20, 1:24}"  # FMI_dct is computed on this top-left corner of those cases
+TANG_NAMES = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf")
+
+SHIMS = {
+    "freqspace.m": """function [f1, f2] = freqspace(n, flag)
+  if numel(n) == 1, n = [n n]; end
+  f1 = ((0:n(2)-1) - floor(n(2)/2)) * (2/n(2));
+  f2 = ((0:n(1)-1) - floor(n(1)/2)) * (2/n(1));
+  if nargin > 1, [f1, f2] = meshgrid(f1, f2); end
+end
+""",
+    "blkproc.m": """function b = blkproc(a, bs, border, fun)
+  [h, w] = size(a); nh = ceil(h / bs(1)); nw = ceil(w / bs(2));
+  a = [a, zeros(h, nw*bs(2) - w); zeros(nh*bs(1) - h, nw*bs(2))];
+  b = zeros(nh, nw);
+  for i = 1:nh
+    for j = 1:nw
+      b(i, j) = fun(a((i-1)*bs(1)+1:i*bs(1), (j-1)*bs(2)+1:j*bs(2)));
+    end
+  end
+end
+""",
+}
+REAL_IFFT2 = """function y = ifft2(x)
+  y = real(builtin('ifft2', x));
+end
+"""
+
+
+def _load(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L") if im.mode in ("L", "LA", "1") else im.convert("RGB"))
+
+
+def make_cases() -> dict:
+    """The cases: {name: (fused, infrared, visible)} uint8 arrays, odd and even sizes, colour
+    and grey, a saturated fused image and constant ones."""
+    data = REPO / "tests" / "fixtures"
+    vifb = data / "toolkits" / "vifb"
+    ir = _load(data / "data" / "TNO" / "ir" / "01.png")[200:264, 300:380, 0]
+    vi = _load(data / "data" / "TNO" / "vi" / "01.png")[200:264, 300:380, 0]
+    mean = np.floor((ir.astype(np.int32) + vi + 1) / 2).astype(np.uint8)
+    k_ir = _load(vifb / "input" / "IR" / "kettle.jpg")[201:276, 250:343]
+    k_vi = _load(vifb / "input" / "VI" / "kettle.jpg")[201:276, 250:343]
+    k_f = _load(vifb / "fused" / "SeAFusion" / "kettle.jpg")[201:276, 250:343]
+    w_ir = _load(vifb / "input" / "IR" / "walkingnight.jpg")[100:167, 120:190]
+    w_vi = _load(vifb / "input" / "VI" / "walkingnight.jpg")[100:167, 120:190]
+    w_f = _load(vifb / "fused" / "ADF" / "walkingnight.jpg")[100:167, 120:190]
+    bright = np.minimum(255, ir.astype(np.int32) * 2).astype(np.uint8)  # partly 254/255
+    return {
+        "tno_mean": (mean, ir, vi),
+        "tno_saturated": (bright, ir, vi),
+        "kettle_colour": (k_f, k_ir, k_vi),
+        "walkingnight_grey_ir": (w_f, w_ir, w_vi),
+        "constant_fused": (np.full_like(ir, 128), ir, vi),
+        "constant_source": (mean, np.full_like(ir, 7), vi),
+    }
+
+
+def _octave_program(case_dir: Path, names) -> str:
+    lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');"]
+    for case in names:
+        lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
+                     f" B = imread('{case_dir}/{case}_vi.png');")
+        for col, fname in VIFB_FILES.items():
+            lines.append(f"try, v = metrics{fname}(B, A, F); catch e, v = -9999; disp(e.message); end")
+            lines.append(f"printf('R %s vifb %s %.17g\\n', '{case}', '{col}', v);")
+        lines.append("if size(F,3)>2, F=rgb2gray(F); end; if size(A,3)>2, A=rgb2gray(A); end;"
+                     " if size(B,3)>2, B=rgb2gray(B); end")
+        outs = ", ".join(TANG_NAMES)
+        lines.append(f"[{outs}] = tang_easy(F, A, B);")
+        for col in TANG_NAMES:
+            lines.append(f"printf('R %s tang %s %.17g\\n', '{case}', '{col}', {col});")
+        lines.append("fA = im2double(A)*255; fB = im2double(B)*255; fF = im2double(F)*255;")
+        lines.append(f"printf('R %s tang Nabf %.17g\\n', '{case}', analysis_nabf(fF, fA, fB));")
+        lines.append(f"printf('R %s tang Nabf_tang_order %.17g\\n', '{case}', analysis_nabf(fA, fB, fF));")
+        lines.append("seq = zeros([size(fA) 2]); seq(:, :, 1) = fA; seq(:, :, 2) = fB;")
+        lines.append(f"printf('R %s tang MS_SSIM %.17g\\n', '{case}', analysis_ms_ssim(seq, fF));")
+        if case in FMI_CASES:  # Octave's FMI loops take minutes per 1000 pixels: a corner only
+            lines.append(f"c = {FMI_CROP}; printf('R %s tang_corner FMI_dct %.17g\\n', '{case}',"
+                         " analysis_fmi(fA(c{1}, c{2}), fB(c{1}, c{2}), fF(c{1}, c{2}), 'dct'));")
+    return "\n".join(lines) + "\n"
+
+
+TANG_EASY = """function [EN, SF, SD, PSNR, MSE, MI, VIF, AG, CC, SCD, Qabf] = tang_easy(F, A, B)
+  [EN, SF, SD, PSNR, MSE, MI, VIF, AG, CC, SCD, Qabf] = analysis_Reference(F, A, B, 1);
+end
+"""
+
+
+def run_octave(toolkits: Path, case_dir: Path, names) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        shims, real = tmp / "shims", tmp / "real_ifft2"
+        shims.mkdir()
+        real.mkdir()
+        for name, text in SHIMS.items():
+            (shims / name).write_text(text)
+        (real / "ifft2.m").write_text(REAL_IFFT2)
+        (tmp / "tang_easy.m").write_text(TANG_EASY)
+        vifb = toolkits / "VIFB" / "metrics"
+        tang = toolkits / "Evaluation-for-Image-Fusion" / "Evaluation"
+        prog = (f"addpath('{tmp}'); addpath('{tang}'); addpath('{vifb}'); addpath('{shims}');"
+                f" addpath('{real}');\n" + _octave_program(case_dir, names))
+        (tmp / "run.m").write_text(prog)
+        # freqspace: Octave's own (if it has one) takes precedence over the shim
+        proc = subprocess.run(["octave-cli", "--no-gui", str(tmp / "run.m")], capture_output=True,
+                              text=True, timeout=3600)
+    values: dict = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("R "):
+            _, case, kit, col, val = line.split()
+            values.setdefault(case, {}).setdefault(kit, {})[col] = float(val)
+        elif line.strip():
+            print("octave:", line, file=sys.stderr)
+    if proc.returncode:
+        sys.exit(f"octave failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return values
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--toolkits", type=Path, required=True,
+                   help="folder holding VIFB/ and Evaluation-for-Image-Fusion/")
+    args = p.parse_args()
+    cases = make_cases()
+    crops = OUT / "crops"
+    crops.mkdir(parents=True, exist_ok=True)
+    for name, (f, ir, vi) in cases.items():
+        for role, img in (("fused", f), ("ir", ir), ("vi", vi)):
+            Image.fromarray(img).save(crops / f"{name}_{role}.png")
+    values = run_octave(args.toolkits, crops, list(cases))
+    version = subprocess.run(["octave-cli", "--eval", "disp(version)"], capture_output=True,
+                             text=True).stdout.strip()
+    doc = {"source": "tools/octave_toolkit_reference.py", "octave": version,
+           "fmi_crop": "tang_corner values are of the top-left 20x24 corner of the case's images",
+           "toolkits": {"VIFB": "xingchenzhang/VIFB@22b2ea9d91499cc5962d9bdcae9c290270f0fade",
+                        "tang": "Linfeng-Tang/Evaluation-for-Image-Fusion@"
+                                "0e87153be77320e31ef2cabb5820518d2ac56bac"},
+           "missing_value": -9999, "values": values}
+    (OUT / "octave_reference.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {OUT / 'octave_reference.json'}: {len(values)} cases")
+
+
+if __name__ == "__main__":
+    main()
