@@ -645,12 +645,12 @@ def vif(fused, a, b) -> float:
 # everything at once
 
 
-def evaluate_pair(fused, a, b, profile: str | Profile = "reference") -> Dict[str, float]:
-    """All twelve metrics of a fused image against its sources ``a`` (infrared role) and ``b``,
-    as a dict in :data:`METRIC_NAMES` order. Images are 2-D, 0..255, at least 17x17 (VIF's
-    first window), all of the same shape."""
+def evaluate_pair(fused, ir, vis, profile: str | Profile = "reference") -> Dict[str, float]:
+    """All twelve metrics of a fused image against its sources ``ir`` (the infrared role, A in
+    the formulas) and ``vis`` (B), as a dict in :data:`METRIC_NAMES` order. Images are 2-D,
+    0..255, at least 17x17 (VIF's first window), all of the same shape."""
     prof = get_profile(profile)
-    f, a, b = _as_triple(fused, a, b, min_size=_VIF_MIN)
+    f, a, b = _as_triple(fused, ir, vis, min_size=_VIF_MIN)
     out: Dict[str, float] = {}
     out["EN"] = _en(f)
     out["SD"] = _sd(f)
