@@ -29,6 +29,7 @@ import torch
 from ddfm import FuseOptions, Fuser, FuserOptions, check_pair, load_source, set_tf32
 from ddfm.fusion import FusionError, to_gray_uint8
 from ddfm.color import rgb_to_ycbcr_over_255
+from ddfm.options import PRIOR_LABELS
 from util.config import ConfigError, DiffusionConfig
 from util.checkpoint import CheckpointError
 from util.download import DownloadError
@@ -313,7 +314,7 @@ def save_results(batch, results, args, save_dir: Path, observer=None) -> list[st
                 a_name, b_name = args.modalities
                 shown = result.get("color", result["gray"])
                 panels = [(a_name, ir.rgb), (b_name, vis.rgb),
-                          ("DDFM" if args.prior == "diffusion" else "EM only", shown)]
+                          (PRIOR_LABELS[args.prior], shown)]
                 target = save_dir / "sheet" / f"{pair.stem}.png"
                 write_png_atomic(target, contact_sheet(panels))
             if observer is not None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ddfm.color import colorize, luma_bt601
 from ddfm.fusion import FusionError, em_only_fusion, fuse, normalise_to_uint8
+from ddfm.gaussian import build_gaussian_prior
 from ddfm.options import FuseOptions, FuserOptions
 from ddfm.sources import ImageLike, Source, check_pair, load_source
 from ddfm.speed import configure_compile_cache, report, resolve_batched_unet
@@ -143,10 +144,13 @@ class Fuser:
             config_path = None if isinstance(model_config, ModelConfig) else Path(model_config)
             self.size_multiple = self.model_config.size_multiple
             self.model = load_unet(self.model_config, self.options, self.device, config_path)
+        elif self.prior == "gaussian":  # no UNet, no checkpoint: the exact denoiser of a fitted prior
+            self.model = build_gaussian_prior(diff_cfg.noise_schedule, diff_cfg.steps, self.device)
 
     def _set_sampler(self, diffusion_config: DiffusionConfig) -> None:
         self.diffusion_config = d = diffusion_config
-        self.schedule = make_schedule(d.noise_schedule, d.steps, d.timestep_respacing, self.device)
+        self.schedule = make_schedule(d.noise_schedule, d.steps, d.timestep_respacing, self.device,
+                                      spacing=d.spacing)
         self.em_iterations = (self.options.em_iterations if self.options.em_iterations is not None
                               else self.schedule.num_steps)
 

@@ -8,7 +8,8 @@ from typing import Optional, Union
 from guided_diffusion.unet import ATTENTION_MODES
 from util.options import option
 
-PRIORS = ("diffusion", "none")
+PRIORS = ("diffusion", "none", "gaussian")
+PRIOR_LABELS = {"diffusion": "DDFM", "none": "EM only", "gaussian": "DDFM, Gaussian prior"}  # for captions
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SIZES = ("crop", "pad")
 NOISE_DEVICES = ("run", "cpu")
@@ -61,7 +62,9 @@ class FuserOptions:
     """How a :class:`~ddfm.Fuser` is built: the prior, the device, the UNet's precision and
     kernels. Outputs equal the defaults' to float rounding unless the help says otherwise."""
     prior: str = option("diffusion", group="fusion", choices=PRIORS,
-                        help="diffusion (DDFM) or none: the EM fusion alone, no UNet, no checkpoint")
+                        help="diffusion (DDFM), none (the EM fusion alone, no UNet, no checkpoint) or "
+                             "gaussian (DDFM with a fitted Gaussian image prior whose denoiser is exact; no "
+                             "checkpoint)")
     em_iterations: Optional[int] = option(
         None, group="fusion", aliases=("--em_iters",),
         help="with --prior none: EM iterations (default: the sampler's step count)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import yaml
 
 from guided_diffusion.diffusion import SamplerOptions
@@ -103,9 +104,11 @@ def _build(cls, data: dict, where: str):
     return obj
 
 
-def _one_of(value, choices, where, key):
+def _one_of(value, choices, where, key, names: Optional[dict] = None):
+    """``names`` shows the key as the caller spells it (e.g. sampler -> --sampler)."""
     if value not in choices:
-        raise ConfigError(f"{where}: key '{key}' is {value!r}; use one of {', '.join(map(str, choices))}")
+        label = names[key] if names and key in names else f"key '{key}'"
+        raise ConfigError(f"{where}: {label} is {value!r}; use one of {', '.join(map(str, choices))}")
 
 
 # Base diffusion steps: the release uses 1000; far more make 1 - alpha_bar of the first steps
@@ -180,12 +183,17 @@ class DiffusionConfig(SamplerOptions):
     timestep_respacing: Optional[Union[int, str]] = option(
         None, flag="steps", parse=parse_respacing,
         help="timestep_respacing override: 100, 25, '10,5,5', ddim50")
+    # no argparse choices: a wrong name gets the config's one-line message at every door
+    spacing: str = option("uniform", help="where the --steps steps fall among the original ones: uniform "
+                                          "(released), logsnr (uniform in log-SNR) or quadratic (uniform in "
+                                          "sqrt(t)); logsnr and quadratic take a step count")
 
     def validate(self, where, names: Optional[dict] = None):
         """``names`` shows keys as the caller spells them (e.g. timestep_respacing -> --steps)."""
-        from guided_diffusion.diffusion import (MEAN_TYPES, SAMPLERS, SCHEDULES, VAR_TYPES,
-                                                space_timesteps)
-        _one_of(self.sampler, SAMPLERS, where, "sampler")
+        from guided_diffusion.diffusion import (DPMPP_ORDERS, MEAN_TYPES, SAMPLERS, SCHEDULES, SPACINGS,
+                                                VAR_TYPES, kept_timesteps, named_beta_schedule)
+        _one_of(self.sampler, SAMPLERS, where, "sampler", names)
+        _one_of(self.spacing, SPACINGS, where, "spacing", names)
         _one_of(self.noise_schedule, SCHEDULES, where, "noise_schedule")
         _one_of(self.model_mean_type, MEAN_TYPES, where, "model_mean_type")
         _one_of(self.model_var_type, VAR_TYPES, where, "model_var_type")
@@ -196,12 +204,17 @@ class DiffusionConfig(SamplerOptions):
         eta_name = names["eta"] if names and "eta" in names else "key 'eta'"
         if not (math.isfinite(self.eta) and self.eta >= 0):
             raise ConfigError(f"{where}: {eta_name} must be >= 0 and finite, got {self.eta}")
+        if self.sampler in DPMPP_ORDERS and self.eta > 0:
+            raise ConfigError(f"{where}: {eta_name} = {self.eta} applies to the ddim sampler only; "
+                              f"{self.sampler} is deterministic: leave eta at 0")
         respacing = self.timestep_respacing
         name = (f"{names['timestep_respacing']} {respacing}" if names and "timestep_respacing" in names
                 else f"key 'timestep_respacing' = {respacing!r}")
-        fix = f"give 2 to {self.steps} steps, sections such as '10,5,5', or ddimN"
+        fix = (f"give 2 to {self.steps} steps, sections such as '10,5,5', or ddimN" if self.spacing == "uniform"
+               else f"give 2 to {self.steps} steps (spacing {self.spacing} takes a step count)")
         try:
-            kept = space_timesteps(self.steps, respacing)
+            kept = kept_timesteps(np.cumprod(1.0 - named_beta_schedule(self.noise_schedule, self.steps)),
+                                  respacing, self.spacing)
         except ValueError as exc:
             raise ConfigError(f"{where}: {name} does not fit steps = {self.steps} ({exc}); {fix}") from None
         if len(kept) < 2:
