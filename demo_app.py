@@ -33,6 +33,8 @@ from util.images import ImageError, find_pairs, peek_size, read_gray  # noqa: E4
 from metrics.evaluator import evaluate_pair  # noqa: E402
 from util.presets import presets_for  # noqa: E402
 
+PRIOR_NAMES = {"diffusion": "diffusion", "none": "EM-only", "gaussian": "Gaussian"}  # in status lines
+
 REPO = Path(__file__).resolve().parent
 METRICS = ("EN", "SD", "MI", "VIF", "Qabf", "SSIM")  # DDFM's Table 1
 GALLERY_FRAMES = 10   # about this many x0 estimates per run
@@ -290,7 +292,7 @@ def fuse_request(settings, cache, values, progress):
         raise DemoError(str(exc)) from None
     started = time.monotonic()
     sources = dict(source_a=image_a["path"], source_b=image_b["path"])
-    yield updates(status=f"Fusing with the {'diffusion' if prior == 'diffusion' else 'EM-only'} prior ...",
+    yield updates(status=f"Fusing with the {PRIOR_NAMES[prior]} prior ...",
                   gallery=[], gray=None, color=None, files=None, metrics=None, **sources)
     fuser = cache.get(args, diff_cfg)  # the first request of a prior loads its model
     frames = []
@@ -313,7 +315,7 @@ def fuse_request(settings, cache, values, progress):
 
 def sample_with_gallery(fuser, ir, vis, opts, prior, progress, frames: list):
     """Run the sampling, yielding the gallery (``frames``) as it grows; return the result."""
-    total = fuser.schedule.num_steps if prior == "diffusion" else None
+    total = fuser.schedule.num_steps if prior != "none" else None
     progress(0, desc="sampling" if total else "EM iterations")
     run = Sampling(fuser, ir, vis, opts, total or 1)
     try:
@@ -338,7 +340,7 @@ def done_text(ir, size, prior, steps, seed, lamb, rho, seconds) -> str:
     h, w = size
     sh, sw = ir.gray.shape
     crop = "" if (h, w) == (sh, sw) else f" (cropped from {sw}x{sh} to multiples of 32)"
-    how = f"diffusion prior, {int(steps)} steps" if prior == "diffusion" else f"EM only, {int(steps)} iterations"
+    how = f"{PRIOR_NAMES[prior]} prior, {int(steps)} steps" if prior != "none" else f"EM only, {int(steps)} iterations"
     return (f"Done in {seconds:.1f} s: {w}x{h}{crop}, {how}, seed {int(seed)}, lamb {lamb:g}, "
             f"rho {rho:g}. The PNGs are the files `sample.py` writes for these options.")
 
@@ -363,7 +365,8 @@ def input_panel(settings: Settings) -> dict:
     with gr.Row():
         c["preset"] = gr.Dropdown(presets, value=presets[0], label="modality preset")
         c["color"] = gr.Checkbox(value=modality_presets()[presets[0]][1], label="colour output")
-        c["prior"] = gr.Radio([("diffusion (DDFM)", "diffusion"), ("none (EM only)", "none")],
+        c["prior"] = gr.Radio([("diffusion (DDFM)", "diffusion"), ("none (EM only)", "none"),
+                               ("gaussian (DDFM, Gaussian prior, no checkpoint)", "gaussian")],
                               value=settings.default_prior, label="prior")
     with gr.Row():
         c["steps"] = gr.Slider(1, settings.max_steps, value=settings.default_steps, step=1,

@@ -161,6 +161,15 @@ class Fuser:
         other._set_sampler(self.diffusion_config.with_overrides(timestep_respacing=steps))
         return other
 
+    def with_sampler(self, **changes) -> "Fuser":
+        """This fuser with other diffusion config keys (``sampler=``, ``spacing=``, ``steps=`` for
+        ``timestep_respacing``, ``eta=``), sharing its model: nothing is loaded again."""
+        if "steps" in changes:
+            changes["timestep_respacing"] = changes.pop("steps")
+        other = copy.copy(self)
+        other._set_sampler(self.diffusion_config.with_overrides(**changes))
+        return other
+
     @property
     def prior(self) -> str:
         return self.options.prior

@@ -217,3 +217,7 @@ def test_dpm_solver_runs_from_the_api_and_the_yaml(tmp_path, data_root):
     assert fused.dtype == np.uint8 and fused.shape == (288, 512) and fused.std() > 10
     assert np.array_equal(fused, from_yaml(ir, vis))
     assert math.isclose(float(from_api.schedule.timestep_map[-1]), 999)
+    # the same sampler reached from another fuser shares its model and gives the same output
+    switched = Fuser(prior="gaussian", steps=7).with_sampler(sampler="dpmpp_2m", spacing="logsnr", steps=5)
+    assert switched.diffusion_config == from_api.diffusion_config
+    assert np.array_equal(switched(ir, vis), fused)
