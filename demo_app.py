@@ -84,7 +84,7 @@ def make_settings(args) -> Settings:
     probe = sample.build_parser().parse_args(base_argv(args) + ["--prior", "diffusion"])
     model_cfg, diff_cfg = sample.load_configs(probe)
     note = missing_checkpoint_note(model_cfg)
-    prior = "none" if note else args.prior
+    prior = "none" if note and args.prior == "diffusion" else args.prior
     respacing = diff_cfg.timestep_respacing
     steps = int(respacing) if str(respacing).isdigit() else diff_cfg.steps
     workdir = Path(tempfile.mkdtemp(prefix="ddfm-demo-"))

@@ -50,6 +50,7 @@ import numpy as np
 import evaluate
 import sample
 from ddfm import set_tf32
+from ddfm.options import PRIOR_LABELS
 from util.fileio import file_in_the_way, write_text_atomic
 from util.config import ConfigError, load_yaml
 from util.images import (ImageError, files_for_stem, find_pairs, images_by_stem, is_image_file, read_rgb,
@@ -131,7 +132,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 
 def run_label(sample_args) -> str:
-    return "this run (EM only)" if sample_args.prior == "none" else "this run (DDFM)"
+    return f"this run ({PRIOR_LABELS[sample_args.prior]})"
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,10 +8,12 @@
 * sampler and spacing names are refused with one line, the same at every door.
 Small images (32x32) throughout: each test takes a few seconds on a CPU."""
 import math
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import sample
 from ddfm import Fuser, load_source
@@ -221,3 +223,18 @@ def test_dpm_solver_runs_from_the_api_and_the_yaml(tmp_path, data_root):
     switched = Fuser(prior="gaussian", steps=7).with_sampler(sampler="dpmpp_2m", spacing="logsnr", steps=5)
     assert switched.diffusion_config == from_api.diffusion_config
     assert np.array_equal(switched(ir, vis), fused)
+
+
+def test_sample_py_runs_dpm_solver_with_the_gaussian_prior(tmp_path, data_root):
+    """The command line, without a checkpoint, writes what the API gives for the same options."""
+    stem = "FLIR_03952"
+    for modality in ("ir", "vi"):
+        (tmp_path / "in" / modality).mkdir(parents=True)
+        shutil.copy(data_root / "FLIR" / modality / f"{stem}.jpg", tmp_path / "in" / modality)
+    argv = ["--prior", "gaussian", "--sampler", "dpmpp_2m", "--steps", "5", "--spacing", "quadratic",
+            "--input", str(tmp_path / "in"), "--save_dir", str(tmp_path / "out"), "--quiet"]
+    assert sample.main(argv) == 0
+    with Image.open(tmp_path / "out" / "recon" / f"{stem}.png") as im:
+        written = np.asarray(im)
+    fuser = Fuser(prior="gaussian", sampler="dpmpp_2m", steps=5, spacing="quadratic")
+    assert np.array_equal(written, fuser(tmp_path / "in" / "ir" / f"{stem}.jpg", tmp_path / "in" / "vi" / f"{stem}.jpg"))
