@@ -374,11 +374,14 @@ def sample(model: Callable, x_T: torch.Tensor, sched: Schedule, opts: SamplerOpt
 # --------------------------------------------------------------------------------------------
 # With alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t = log(alpha_t / sigma_t) and
 # h = lambda_s - lambda_t for a step from t to s < t, the exact solution of the diffusion ODE
-# in terms of the data prediction x0(x_r, r) is (paper Eq. 9)
+# in terms of the data prediction x0(x_r, r) is (the paper's exact solution, data-prediction form)
 #     x_s = sigma_s / sigma_t x_t + sigma_s * integral_{lambda_t}^{lambda_s} e^lambda x0 dlambda.
-# Taking x0 constant over the step gives DPM-Solver++(1), which is DDIM with eta = 0 (Eq. 10);
-# the multistep methods replace x0 by its linear (2M, Algorithm 2) or quadratic (3M, the
-# authors' multistep_dpm_solver_third_update) extrapolation through the x0 of earlier steps.
+# Taking x0 constant over the step gives DPM-Solver++(1),
+#     x_s = sigma_s / sigma_t x_t - alpha_s (e^{-h} - 1) x0,
+# which is DDIM with eta = 0; the multistep methods replace x0 by its linear (DPM-Solver++(2M),
+# the paper's Algorithm 2) or quadratic (3M, as the authors' multistep_dpm_solver_third_update)
+# extrapolation through the x0 of earlier steps. (Equation numbers differ between the paper's
+# versions, so the equations are written out here.)
 # The x0 used is DDFM's: clamped and EM-corrected by the hook, as DDIM uses it.
 
 def log_snr_halves(sched: Schedule) -> tuple[np.ndarray, np.ndarray]:
@@ -440,11 +443,11 @@ def sample_dpmpp(model: Callable, x_T: torch.Tensor, sched: Schedule, opts: Samp
         h_history = [h] + h_history[:2]
         step_order = min(order, len(x0_history), step + 1)
         if step == 0:
-            x_prev = x0_pred  # sigma_s = 0: Eq. 10 with e^{-h} = 0
+            x_prev = x0_pred  # sigma_s = 0: DPM-Solver++(1) with e^{-h} = 0 gives x_s = alpha_s x0 = x0
         else:
             sigma_ratio = math.sqrt((1.0 - abar_prev[step]) / (1.0 - abar[step]))
             alpha_phi_1 = math.sqrt(abar_prev[step]) * math.expm1(-h)
-            # Eq. 10 (order 1) / Algorithm 2 (2M) / 3M: x_s = sigma_s/sigma_t x_t - alpha_s (e^{-h} - 1) D
+            # x_s = sigma_s/sigma_t x_t - alpha_s (e^{-h} - 1) D, D from multistep_x0 (order 1: D = x0)
             x_prev = sigma_ratio * x_t - alpha_phi_1 * multistep_x0(step_order, x0_history, h_history)
         if callback is not None:
             callback({"step": step, "x_t": x_t, "x0_raw": x0_raw, "x0_pred": x0_pred,
