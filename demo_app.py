@@ -25,13 +25,15 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 import gradio as gr  # noqa: E402
 
-from ddfm import PRIORS, SetupError, check_pair, load_source, resolve_options  # noqa: E402
+from ddfm import PRIOR_LABELS, PRIORS, SetupError, check_pair, load_source, resolve_options  # noqa: E402
 from ddfm.fusion import FusionError, to_gray_uint8  # noqa: E402
 from ddfm.outputs import save_results  # noqa: E402
-from ddfm.runner import SHEET_LABELS, is_out_of_memory, make_fuser  # noqa: E402
+from ddfm.runner import is_out_of_memory, make_fuser  # noqa: E402
 from util.images import ImageError, Pair, find_pairs, peek_size, read_gray  # noqa: E402
 from metrics.evaluator import evaluate_pair  # noqa: E402
 from util.presets import presets_for  # noqa: E402
+
+PRIOR_NAMES = {"diffusion": "diffusion", "none": "EM-only", "gaussian": "Gaussian"}  # in status lines
 
 REPO = Path(__file__).resolve().parent
 METRICS = ("EN", "SD", "MI", "VIF", "Qabf", "SSIM")  # DDFM's Table 1
@@ -82,7 +84,8 @@ def make_settings(options: dict, max_side: int = 1024) -> Settings:
     probe = resolve_options(base | {"prior": "diffusion"})
     model_cfg, diff_cfg = probe.model, probe.diffusion
     note = missing_checkpoint_note(model_cfg)
-    prior = "none" if note else options.get("prior", "diffusion")
+    chosen = options.get("prior", "diffusion")
+    prior = "none" if note and chosen == "diffusion" else chosen
     respacing = diff_cfg.timestep_respacing
     steps = int(respacing) if str(respacing).isdigit() else diff_cfg.diffusion_steps
     workdir = Path(tempfile.mkdtemp(prefix="ddfm-demo-"))
@@ -287,7 +290,7 @@ def fuse_request(settings, cache, values, progress):
         raise DemoError(str(exc)) from None
     started = time.monotonic()
     sources = dict(ir_source=ir_upload["path"], vis_source=vis_upload["path"])
-    yield updates(status=f"Fusing with the {'diffusion' if prior == 'diffusion' else 'EM-only'} prior ...",
+    yield updates(status=f"Fusing with the {PRIOR_NAMES[prior]} prior ...",
                   gallery=[], gray=None, color=None, files=None, metrics=None, **sources)
     fuser = cache.get(config)  # the first request of a prior loads its model
     frames = []
@@ -295,7 +298,7 @@ def fuse_request(settings, cache, values, progress):
     folder = request_folder(settings)
     stem = safe_stem(ir_upload)
     pair = Pair(stem, Path(ir_upload["path"]), Path(vis_upload["path"]))
-    errors = save_results([(pair, ir, vis)], [result], config.run, opts, SHEET_LABELS[prior], folder)
+    errors = save_results([(pair, ir, vis)], [result], config.run, opts, PRIOR_LABELS[prior], folder)
     if errors:
         raise DemoError(errors[0])
     recon = folder / "recon" / f"{stem}.png"
@@ -313,7 +316,7 @@ def fuse_request(settings, cache, values, progress):
 
 def sample_with_gallery(fuser, ir, vis, opts, prior, progress, frames: list):
     """Run the sampling, yielding the gallery (``frames``) as it grows; return the result."""
-    total = fuser.schedule.num_steps if prior == "diffusion" else None
+    total = fuser.schedule.num_steps if prior != "none" else None
     progress(0, desc="sampling" if total else "EM iterations")
     run = Sampling(fuser, ir, vis, opts, total or 1)
     try:
@@ -338,7 +341,7 @@ def done_text(ir, size, prior, steps, seed, lamb, rho, seconds) -> str:
     h, w = size
     sh, sw = ir.gray.shape
     crop = "" if (h, w) == (sh, sw) else f" (cropped from {sw}x{sh} to multiples of 32)"
-    how = f"diffusion prior, {int(steps)} steps" if prior == "diffusion" else f"EM only, {int(steps)} iterations"
+    how = f"{PRIOR_NAMES[prior]} prior, {int(steps)} steps" if prior != "none" else f"EM only, {int(steps)} iterations"
     return (f"Done in {seconds:.1f} s: {w}x{h}{crop}, {how}, seed {int(seed)}, lamb {lamb:g}, "
             f"rho {rho:g}. The PNGs are the files `sample.py` writes for these options.")
 
@@ -363,7 +366,8 @@ def input_panel(settings: Settings) -> dict:
     with gr.Row():
         c["preset"] = gr.Dropdown(presets, value=presets[0], label="modality preset")
         c["color"] = gr.Checkbox(value=modality_presets()[presets[0]][1], label="colour output")
-        c["prior"] = gr.Radio([("diffusion (DDFM)", "diffusion"), ("none (EM only)", "none")],
+        c["prior"] = gr.Radio([("diffusion (DDFM)", "diffusion"), ("none (EM only)", "none"),
+                               ("gaussian (DDFM, Gaussian prior, no checkpoint)", "gaussian")],
                               value=settings.default_prior, label="prior")
     with gr.Row():
         c["steps"] = gr.Slider(1, settings.max_steps, value=settings.default_steps, step=1,

@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ddfm import SetupError, fuse_folder, resolve_options, set_tf32
-from ddfm.config import OPTION_CLASSES, Door, add_run_options
+from ddfm.config import OPTION_CLASSES, PRIOR_LABELS, Door, add_run_options
 from ddfm.runner import RunConfig
 from ddfm.speed import prefer_expandable_segments
 from metrics.folder import EvaluationError, method_entry
@@ -133,7 +133,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 
 def run_label(fusion: RunConfig) -> str:
-    return "this run (EM only)" if fusion.fuser.prior == "none" else "this run (DDFM)"
+    return f"this run ({PRIOR_LABELS[fusion.fuser.prior]})"
 
 
 # --------------------------------------------------------------------------------------------

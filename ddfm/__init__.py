@@ -15,7 +15,7 @@ compile cache), ``fuser`` (the Fuser), ``outputs`` (the output folder), ``runner
 folder runner). The generic diffusion parts (UNet, schedules, the sampler loop) are in
 ``guided_diffusion``. Importing the package changes nothing in the process.
 """
-from ddfm.config import (BATCHED_UNET, COMPILE_MODES, EM_ROLES, NOISE_DEVICES, PRECISIONS, PRIORS, SIZES,
+from ddfm.config import (BATCHED_UNET, COMPILE_MODES, EM_ROLES, NOISE_DEVICES, PRECISIONS, PRIOR_LABELS, PRIORS, SIZES,
                          ConfigError, DiffusionConfig, FuseOptions, FuserOptions, ModelConfig, RunOptions)
 from ddfm.fuser import Fuser, pick_device, set_tf32
 from ddfm.fusion import FusionError
@@ -27,4 +27,4 @@ __all__ = ["Fuser", "FuseOptions", "FuserOptions", "RunOptions", "DiffusionConfi
            "ConfigError", "FusionError", "SetupError", "Source", "ImageLike", "load_source", "check_pair",
            "fuse_folder", "resolve_options", "pick_device", "set_tf32", "configure_compile_cache",
            "resolve_batched_unet", "BATCHED_UNET", "COMPILE_MODES", "EM_ROLES", "NOISE_DEVICES", "PRECISIONS",
-           "PRIORS", "SIZES"]
+           "PRIOR_LABELS", "PRIORS", "SIZES"]

@@ -37,15 +37,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from guided_diffusion.diffusion import (MEAN_TYPES, SAMPLERS, SCHEDULES, VAR_TYPES, SamplerOptions,
-                                        named_beta_schedule, space_timesteps)
+import numpy as np
+
+from guided_diffusion.diffusion import (DPMPP_ORDERS, MEAN_TYPES, SAMPLERS, SCHEDULES, SPACINGS, VAR_TYPES,
+                                        SamplerOptions, kept_timesteps, named_beta_schedule)
 from guided_diffusion.unet import ATTENTION_MODES, parse_attention_rates, parse_channel_mult
 from util.config import ConfigError, load_yaml
 from util.options import add_options, cli_fields, flag_of, option
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
-PRIORS = ("diffusion", "none")
+PRIORS = ("diffusion", "none", "gaussian")
+PRIOR_LABELS = {"diffusion": "DDFM", "none": "EM only", "gaussian": "DDFM, Gaussian prior"}  # for captions
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SIZES = ("crop", "pad")
 NOISE_DEVICES = ("run", "cpu")
@@ -240,7 +243,6 @@ class FuseOptions:
 def max_ddim_eta(noise_schedule: str, steps: int, kept) -> float:
     """The largest DDIM eta for which ``1 - abar_prev - sigma**2`` stays >= 0 at every respaced
     step (eta <= 1 always does; above, it depends on the schedule)."""
-    import numpy as np
     abar = np.cumprod(1.0 - named_beta_schedule(noise_schedule, steps))[sorted(kept)]
     abar_prev = np.concatenate([[1.0], abar[:-1]])
     ratio = (1 - abar[1:] / abar_prev[1:]) / (1 - abar[1:])  # the step with abar_prev = 1 has sigma 0
@@ -260,7 +262,8 @@ class DiffusionConfig(SamplerOptions):
     """The released ``diffusion_config.yaml`` keys, plus ``eta`` (DDIM eta; 0.0 as released):
     the sampler's options (inherited, re-declared here with their rules) and the schedule's."""
     sampler: str = option("ddim", group="fusion", choices=SAMPLERS,
-                          help="override the config: ddim (released) or ddpm (paper Algorithm 1)")
+                          help="override the config: ddim (released), ddpm (paper Algorithm 1), dpmpp_2m or "
+                               "dpmpp_3m (DPM-Solver++ multistep, 2nd/3rd order, on the EM-corrected x0)")
     model_mean_type: str = option("epsilon", choices=MEAN_TYPES)
     model_var_type: str = option("learned_range", choices=VAR_TYPES)
     eta: float = option(0.0, group="fusion", rule=(_finite_nonnegative, ">= 0 and finite"),
@@ -274,14 +277,25 @@ class DiffusionConfig(SamplerOptions):
     timestep_respacing: Optional[Union[int, str]] = option(
         None, group="fusion", flag="steps", aliases=("--timestep_respacing",), api_name="steps",
         parse=parse_respacing, help="sampler steps (timestep_respacing override): 100, 25, '10,5,5', ddim50")
+    spacing: str = option("uniform", group="fusion", choices=SPACINGS,
+                          help="where the --steps steps fall among the original ones: uniform (released), "
+                               "logsnr (uniform in log-SNR) or quadratic (uniform in sqrt(t)); logsnr and "
+                               "quadratic take a step count")
 
     def cross_check(self, door: Door) -> None:
         """The respacing must fit the schedule, and DDIM's eta must keep its variance real."""
         respacing = self.timestep_respacing
         f = field_named(DiffusionConfig, "timestep_respacing")
-        fix = f"give 2 to {self.diffusion_steps} steps, sections such as '10,5,5', or ddimN"
+        fix = (f"give 2 to {self.diffusion_steps} steps, sections such as '10,5,5', or ddimN"
+               if self.spacing == "uniform" else
+               f"give 2 to {self.diffusion_steps} steps (spacing {self.spacing} takes a step count)")
+        if self.sampler in DPMPP_ORDERS and self.eta > 0:
+            raise door.error(field_named(DiffusionConfig, "eta"),
+                             f"= {self.eta} applies to the ddim sampler only; {self.sampler} is "
+                             "deterministic: leave eta at 0")
         try:
-            kept = space_timesteps(self.diffusion_steps, respacing)
+            abar = np.cumprod(1.0 - named_beta_schedule(self.noise_schedule, self.diffusion_steps))
+            kept = kept_timesteps(abar, respacing, self.spacing)
         except ValueError as exc:
             raise door.error(f, f"= {respacing!r} does not fit {self.diffusion_steps} diffusion steps "
                                 f"({exc}); {fix}") from None

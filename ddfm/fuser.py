@@ -16,6 +16,7 @@ import torch
 
 from ddfm.color import colorize, luma_bt601
 from ddfm.fusion import FusionError, em_only_fusion, fuse, normalise_to_uint8
+from ddfm.gaussian import build_gaussian_prior
 from ddfm.config import (CONFIG_DIR, ConfigError, DiffusionConfig, Door, FuseOptions, FuserOptions, ModelConfig,
                          RunOptions, checked, from_mapping, load_diffusion_config, load_model_config,
                          split_options)
@@ -86,11 +87,16 @@ def load_unet(model_config: ModelConfig, options: FuserOptions, device: torch.de
     return model
 
 
-def load_prior_model(prior: str, model_config: Optional[ModelConfig], options: FuserOptions,
-                     device: torch.device, config_path: Optional[Path] = None) -> Optional[torch.nn.Module]:
-    """The network a prior samples with (None for ``prior="none"``: the EM model alone)."""
+def load_prior_model(prior: str, model_config: Optional[ModelConfig], diffusion_config: DiffusionConfig,
+                     options: FuserOptions, device: torch.device,
+                     config_path: Optional[Path] = None) -> Optional[torch.nn.Module]:
+    """The network a prior samples with: the UNet (``diffusion``), the exact denoiser of the
+    fitted Gaussian image prior (``gaussian``: no checkpoint, any size), or None (``none``: the
+    EM model alone)."""
     if prior == "diffusion":
         return load_unet(model_config, options, device, config_path)
+    if prior == "gaussian":
+        return build_gaussian_prior(diffusion_config.noise_schedule, diffusion_config.diffusion_steps, device)
     return None
 
 
@@ -144,14 +150,16 @@ class Fuser:
                                  else load_model_config(model_config))
             config_path = None if isinstance(model_config, ModelConfig) else Path(model_config)
             self.size_multiple = self.model_config.size_multiple
-        model = load_prior_model(self.prior, self.model_config, self.options, self.device, config_path)
+        model = load_prior_model(self.prior, self.model_config, self.diffusion_config, self.options, self.device,
+                                 config_path)
         self.unet = UNetCall(model, self.device, self.precision,
                              resolve_batched_unet(self.options.batched_unet, self.precision),
                              self.options.channels_last, compile_mode, compile_cache)
 
     def _set_sampler(self, diffusion_config: DiffusionConfig) -> None:
         self.diffusion_config = d = diffusion_config
-        self.schedule = make_schedule(d.noise_schedule, d.diffusion_steps, d.timestep_respacing, self.device)
+        self.schedule = make_schedule(d.noise_schedule, d.diffusion_steps, d.timestep_respacing, self.device,
+                                      spacing=d.spacing)
         self.em_iterations = (self.options.em_iterations if self.options.em_iterations is not None
                               else self.schedule.num_steps)
 
@@ -160,6 +168,17 @@ class Fuser:
         nothing is loaded again. Outputs equal those of a Fuser built with ``steps=steps``."""
         other = copy.copy(self)
         other._set_sampler(checked(replace(self.diffusion_config, timestep_respacing=steps)))
+        return other
+
+    def with_sampler(self, **changes) -> "Fuser":
+        """This fuser with other diffusion config keys (``sampler=``, ``spacing=``, ``steps=`` for
+        ``timestep_respacing``, ``eta=``), sharing its model: nothing is loaded again."""
+        builder, diffusion = split_overrides(changes)
+        if builder:
+            raise ConfigError(f"{next(iter(builder))} needs a new Fuser (it changes the model); "
+                              "with_sampler takes the sampler's options")
+        other = copy.copy(self)
+        other._set_sampler(checked(replace(self.diffusion_config, **diffusion)))
         return other
 
     @property

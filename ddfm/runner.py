@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from ddfm.config import (ConfigError, DiffusionConfig, Door, FuseOptions, FuserOptions,
+from ddfm.config import (PRIOR_LABELS, ConfigError, DiffusionConfig, Door, FuseOptions, FuserOptions,
                          ModelConfig, RunOptions, checked, load_diffusion_config, load_model_config,
                          load_options_file, split_options)
 from ddfm.fuser import Fuser
@@ -36,7 +36,6 @@ from guided_diffusion.checkpoint import CheckpointError
 from util.download import DownloadError
 from util.images import ImageError, find_pairs, peek_size
 
-SHEET_LABELS = {"diffusion": "DDFM", "none": "EM only"}
 
 
 @dataclass(frozen=True)
@@ -254,7 +253,7 @@ def fuse_batch(fuser: Fuser, batch_pairs, config: RunConfig, log) -> tuple[int, 
     try:
         results = fuser.fuse_sources([ir for _, ir, _ in batch], [vis for _, _, vis in batch], opts,
                                      callback=observer, progress=not run.quiet, desc=names)
-        errors = save_results(batch, results, run, opts, SHEET_LABELS[fuser.prior], save_dir, observer)
+        errors = save_results(batch, results, run, opts, PRIOR_LABELS[fuser.prior], save_dir, observer)
         for line in errors:
             log(f"failed: {line}")
         return len(batch) - len(errors), failed + len(errors)

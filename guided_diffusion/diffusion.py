@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 SCHEDULES = ("linear", "cosine")
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "ddpm", "dpmpp_2m", "dpmpp_3m")
+# DPM-Solver++ multistep samplers and their order (Lu et al. 2022, arXiv:2211.01095)
+DPMPP_ORDERS = {"dpmpp_2m": 2, "dpmpp_3m": 3}
+# How a step count picks original timesteps: uniform (the release's respacing), uniform in
+# log-SNR, or uniform in sqrt(t) (DPM-Solver's "time_quadratic": dense near t = 0)
+SPACINGS = ("uniform", "logsnr", "quadratic")
 MEAN_TYPES = ("epsilon", "start_x", "previous_x")
 VAR_TYPES = ("learned_range", "learned", "fixed_small", "fixed_large")
 
@@ -82,6 +87,43 @@ def space_timesteps(num_steps: int, respacing) -> list[int]:
     return sorted(set(kept))
 
 
+def spaced_timesteps(base_alphas_cumprod: np.ndarray, count: int, spacing: str) -> list[int]:
+    """``count`` distinct original timesteps, ascending, from 0 to the last, placed by
+    ``spacing``: "uniform" is :func:`space_timesteps` (the release); "logsnr" puts them uniform
+    in lambda = log(sqrt(abar) / sqrt(1 - abar)); "quadratic" uniform in sqrt(t)."""
+    num_steps = len(base_alphas_cumprod)
+    if spacing == "uniform":
+        return space_timesteps(num_steps, count)
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}: use one of {', '.join(SPACINGS)}")
+    if not 2 <= count <= num_steps:
+        raise ValueError(f"cannot place {count} steps among {num_steps}")
+    fraction = np.linspace(0.0, 1.0, count)
+    if spacing == "quadratic":
+        wanted = fraction ** 2 * (num_steps - 1)
+    else:  # lambda falls with t: the nearest timestep to each lambda of a uniform grid
+        lam = 0.5 * (np.log(base_alphas_cumprod) - np.log1p(-base_alphas_cumprod))
+        targets = lam[0] + fraction * (lam[-1] - lam[0])
+        wanted = np.interp(-targets, -lam, np.arange(num_steps, dtype=np.float64))
+    kept = [int(v) for v in np.rint(wanted)]
+    # distinct and within range: at least one apart going up, and room left for the rest
+    for i in range(1, count):
+        kept[i] = max(kept[i], kept[i - 1] + 1)
+    for i in range(count - 1, -1, -1):
+        kept[i] = min(kept[i], num_steps - count + i)
+    return kept
+
+
+def kept_timesteps(base_alphas_cumprod: np.ndarray, timestep_respacing, spacing: str = "uniform") -> list[int]:
+    """The original timesteps a respacing keeps: :func:`space_timesteps` for "uniform" (every
+    form the release accepts), :func:`spaced_timesteps` for the others (a step count only)."""
+    if spacing == "uniform":
+        return space_timesteps(len(base_alphas_cumprod), timestep_respacing)
+    if isinstance(timestep_respacing, bool) or not str(timestep_respacing).strip().isdigit():
+        raise ValueError(f"spacing {spacing} takes a step count, not {timestep_respacing!r}")
+    return spaced_timesteps(base_alphas_cumprod, int(str(timestep_respacing).strip()), spacing)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A respaced diffusion process: float64 coefficient tensors indexed by the respaced step
@@ -127,11 +169,11 @@ def _process_arrays(betas: np.ndarray) -> dict:
 
 
 def make_schedule(noise_schedule: str = "linear", steps: int = 1000, timestep_respacing=None,
-                  device="cpu") -> Schedule:
-    """Build the respaced process once, as tensors on ``device``."""
-    base_betas = named_beta_schedule(noise_schedule, steps)
-    kept = space_timesteps(steps, timestep_respacing)
-    base_alphas_cumprod = np.cumprod(1.0 - base_betas)
+                  device="cpu", spacing: str = "uniform") -> Schedule:
+    """Build the respaced process once, as tensors on ``device``. A ``spacing`` other than
+    "uniform" needs ``timestep_respacing`` to be a step count (see :func:`spaced_timesteps`)."""
+    base_alphas_cumprod = np.cumprod(1.0 - named_beta_schedule(noise_schedule, steps))
+    kept = kept_timesteps(base_alphas_cumprod, timestep_respacing, spacing)
     # Respaced betas reproduce the kept alpha_bar values: beta_i = 1 - abar_i / abar_prev.
     new_betas, last = [], 1.0
     for t in kept:
@@ -242,6 +284,34 @@ def seeded_noise(generators: Sequence[torch.Generator]) -> NoiseFn:
     return draw
 
 
+def denoised(model: Callable, sched: Schedule, opts: SamplerOptions, x_t: torch.Tensor, step: int,
+             x0_hook=None, hook_state=None):
+    """Steps 1-3 of DDFM's order at respaced ``step``: the network at the original timestep,
+    x0 from its output (clamped), the hook's correction. Returns (x0_raw, x0_pred, the
+    network's variance part or None, hook_state)."""
+    out = model(x_t, model_timesteps(sched, step, x_t.shape[0], opts.rescale_timesteps))
+    mean_part, var_part = split_model_output(out.float(), x_t.shape[1])
+    x0_raw = predict_x0(opts, sched, step, x_t, mean_part)
+    x0_pred = x0_raw
+    if x0_hook is not None:
+        x0_pred, hook_state = x0_hook(x0_raw, step, hook_state)
+    return x0_raw, x0_pred, var_part, hook_state
+
+
+def eps_from_x0(sched: Schedule, step: int, x_t: torch.Tensor, x0_pred: torch.Tensor) -> torch.Tensor:
+    """Step 4: the eps consistent with the (corrected) x0."""
+    return (_at(sched.sqrt_recip_alphas_cumprod, step) * x_t - x0_pred) \
+        / _at(sched.sqrt_recipm1_alphas_cumprod, step)
+
+
+def _step_range(sched: Schedule, progress: bool, desc: str):
+    steps = range(sched.num_steps - 1, -1, -1)
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc=desc, leave=False)
+    return steps
+
+
 def sample(model: Callable, x_T: torch.Tensor, sched: Schedule, opts: SamplerOptions, *,
            x0_hook=None, hook_state=None, noise: Optional[NoiseFn] = None,
            callback: Optional[Callable[[dict], None]] = None,
@@ -249,35 +319,29 @@ def sample(model: Callable, x_T: torch.Tensor, sched: Schedule, opts: SamplerOpt
     """Run the reverse process from x_T over all respaced steps; return x_0.
 
     ``opts.sampler``: "ddim" (the release; DDIM update with ``eta``, paper-free since the release
-    uses it) or "ddpm" (paper Algorithm 1: the posterior mean of q(x_{t-1} | x_t, x0) from the
-    corrected x0, plus sigma_t z with the model's variance).
+    uses it), "ddpm" (paper Algorithm 1: the posterior mean of q(x_{t-1} | x_t, x0) from the
+    corrected x0, plus sigma_t z with the model's variance), or "dpmpp_2m" / "dpmpp_3m"
+    (:func:`sample_dpmpp`, deterministic).
     """
     if opts.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {opts.sampler!r}: use one of {', '.join(SAMPLERS)}")
+    if opts.sampler in DPMPP_ORDERS:
+        if opts.eta > 0:
+            raise ValueError(f"eta {opts.eta} applies to the ddim sampler only; {opts.sampler} is "
+                             "deterministic: leave eta at 0")
+        return sample_dpmpp(model, x_T, sched, opts, DPMPP_ORDERS[opts.sampler], x0_hook=x0_hook,
+                            hook_state=hook_state, callback=callback, progress=progress, desc=desc)
     needs_noise = opts.sampler == "ddpm" or opts.eta > 0
     if needs_noise and noise is None:
         raise ValueError("this sampler draws noise: pass noise=seeded_noise(generators)")
-    channels = x_T.shape[1]
-    batch = x_T.shape[0]
-    steps = range(sched.num_steps - 1, -1, -1)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc=desc, leave=False)
 
     x_t = x_T
-    for step in steps:
-        # 1. The network at the original timestep: eps (and the variance interpolation).
-        out = model(x_t, model_timesteps(sched, step, batch, opts.rescale_timesteps))
-        mean_part, var_part = split_model_output(out.float(), channels)
-        # 2. x0 estimate, clamped.
-        x0_raw = predict_x0(opts, sched, step, x_t, mean_part)
-        # 3. The hook corrects x0 (DDFM: one EM step on the luminance).
-        x0_pred = x0_raw
-        if x0_hook is not None:
-            x0_pred, hook_state = x0_hook(x0_raw, step, hook_state)
+    for step in _step_range(sched, progress, desc):
+        # 1-3. The network at the original timestep, x0 clamped, the hook's correction
+        # (DDFM: one EM step on the luminance).
+        x0_raw, x0_pred, var_part, hook_state = denoised(model, sched, opts, x_t, step, x0_hook, hook_state)
         # 4. eps consistent with the corrected x0.
-        eps = (_at(sched.sqrt_recip_alphas_cumprod, step) * x_t - x0_pred) \
-            / _at(sched.sqrt_recipm1_alphas_cumprod, step)
+        eps = eps_from_x0(sched, step, x_t, x0_pred)
         last = step == 0
         if opts.sampler == "ddim":
             # 5a. DDIM update (Song et al. Eq. 12), sigma from eta.
@@ -297,5 +361,92 @@ def sample(model: Callable, x_T: torch.Tensor, sched: Schedule, opts: SamplerOpt
         if callback is not None:
             callback({"step": step, "x_t": x_t, "x0_raw": x0_raw, "x0_pred": x0_pred,
                       "eps": eps, "sample": x_prev})
+        x_t = x_prev
+    return x_t
+
+
+# --------------------------------------------------------------------------------------------
+# DPM-Solver++ (Lu, Zhou, Bao, Chen, Li, Zhu 2022, arXiv:2211.01095), data-prediction form
+# --------------------------------------------------------------------------------------------
+# With alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t = log(alpha_t / sigma_t) and
+# h = lambda_s - lambda_t for a step from t to s < t, the exact solution of the diffusion ODE
+# in terms of the data prediction x0(x_r, r) is (the paper's exact solution, data-prediction form)
+#     x_s = sigma_s / sigma_t x_t + sigma_s * integral_{lambda_t}^{lambda_s} e^lambda x0 dlambda.
+# Taking x0 constant over the step gives DPM-Solver++(1),
+#     x_s = sigma_s / sigma_t x_t - alpha_s (e^{-h} - 1) x0,
+# which is DDIM with eta = 0; the multistep methods replace x0 by its linear (DPM-Solver++(2M),
+# the paper's Algorithm 2) or quadratic (3M, as the authors' multistep_dpm_solver_third_update)
+# extrapolation through the x0 of earlier steps. (Equation numbers differ between the paper's
+# versions, so the equations are written out here.)
+# The x0 used is DDFM's: clamped and EM-corrected by the hook, as DDIM uses it.
+
+def log_snr_halves(sched: Schedule) -> tuple[np.ndarray, np.ndarray]:
+    """(lambda_t, lambda_s) per respaced step, float64: at the step's own timestep and at the
+    one it steps to (lambda_s = +inf at step 0, which steps to abar = 1)."""
+    abar = sched.alphas_cumprod.double().cpu().numpy()
+    abar_prev = sched.alphas_cumprod_prev.double().cpu().numpy()
+    with np.errstate(divide="ignore"):
+        lam = 0.5 * (np.log(abar) - np.log1p(-abar))
+        lam_prev = 0.5 * (np.log(abar_prev) - np.log1p(-abar_prev))
+    return lam, lam_prev
+
+
+def multistep_x0(order: int, x0_history: list, h_history: list) -> torch.Tensor:
+    """The x0 a multistep update of ``order`` integrates: ``x0_history`` newest first (x0 at t,
+    at the step before, ...), ``h_history`` the lambda steps newest first (h of this step,
+    h of the step before, ...). Order 1: x0 itself."""
+    x0_0 = x0_history[0]
+    if order == 1:
+        return x0_0
+    h, h_0 = h_history[0], h_history[1]
+    r0 = h_0 / h
+    d1_0 = (x0_0 - x0_history[1]) / r0
+    if order == 2:
+        # Algorithm 2: D = (1 + 1/(2 r)) x0_{i-1} - 1/(2 r) x0_{i-2}
+        return x0_0 + 0.5 * d1_0
+    # order 3: divided differences through three x0 (first and second order terms)
+    r1 = h_history[2] / h
+    d1_1 = (x0_history[1] - x0_history[2]) / r1
+    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    phi_1 = math.expm1(-h)
+    phi_2 = phi_1 / h + 1.0
+    phi_3 = phi_2 / h - 0.5
+    # x_s = sigma_s/sigma_t x_t - alpha_s phi_1 x0 + alpha_s phi_2 D1 - alpha_s phi_3 D2,
+    # written as - alpha_s phi_1 * (the x0 returned here)
+    return x0_0 - (phi_2 / phi_1) * d1 + (phi_3 / phi_1) * d2
+
+
+def sample_dpmpp(model: Callable, x_T: torch.Tensor, sched: Schedule, opts: SamplerOptions,
+                 order: int = 2, *, x0_hook=None, hook_state=None,
+                 callback: Optional[Callable[[dict], None]] = None,
+                 progress: bool = False, desc: str = "steps") -> torch.Tensor:
+    """DPM-Solver++ multistep of ``order`` (1, 2 or 3) over the respaced steps, one network call
+    per step, in DDFM's order (network -> x0 -> clamp -> hook). The first steps use the orders
+    their history allows, and the last ones lower it (DPM-Solver's lower_order_final): step 0
+    steps to abar = 1, where the update is x0 itself, as DDIM's."""
+    if order not in (1, 2, 3):
+        raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}")
+    lam, lam_prev = log_snr_halves(sched)
+    abar_prev = sched.alphas_cumprod_prev.double().cpu().numpy()
+    abar = sched.alphas_cumprod.double().cpu().numpy()
+    x0_history, h_history = [], []
+    x_t = x_T
+    for step in _step_range(sched, progress, desc):
+        x0_raw, x0_pred, _, hook_state = denoised(model, sched, opts, x_t, step, x0_hook, hook_state)
+        h = float(lam_prev[step] - lam[step])
+        x0_history = [x0_pred] + x0_history[:2]
+        h_history = [h] + h_history[:2]
+        step_order = min(order, len(x0_history), step + 1)
+        if step == 0:
+            x_prev = x0_pred  # sigma_s = 0: DPM-Solver++(1) with e^{-h} = 0 gives x_s = alpha_s x0 = x0
+        else:
+            sigma_ratio = math.sqrt((1.0 - abar_prev[step]) / (1.0 - abar[step]))
+            alpha_phi_1 = math.sqrt(abar_prev[step]) * math.expm1(-h)
+            # x_s = sigma_s/sigma_t x_t - alpha_s (e^{-h} - 1) D, D from multistep_x0 (order 1: D = x0)
+            x_prev = sigma_ratio * x_t - alpha_phi_1 * multistep_x0(step_order, x0_history, h_history)
+        if callback is not None:
+            callback({"step": step, "x_t": x_t, "x0_raw": x0_raw, "x0_pred": x0_pred,
+                      "eps": eps_from_x0(sched, step, x_t, x0_pred), "sample": x_prev})
         x_t = x_prev
     return x_t

@@ -93,7 +93,7 @@ def test_one_step_respacing_is_refused(tmp_path):
 # door reaches the rule itself rather than its own parsing).
 BAD = {"modalities": "ir,ir", "batch": 0, "seed": 2 ** 64, "lamb": -1.0, "rho": float("nan"),
        "em_roles": "both", "size": "stretch", "crop_multiple": 0, "sampler": "euler", "eta": -0.5,
-       "timestep_respacing": 1, "prior": "gan", "em_iterations": 0, "gpu": -1, "batched_unet": "maybe",
+       "timestep_respacing": 1, "spacing": "karras", "prior": "gan", "em_iterations": 0, "gpu": -1, "batched_unet": "maybe",
        "noise_device": "gpu", "precision": "fp8", "attention": "flash", "compile_mode": "fast"}
 RULED = [f.name for cls in OPTION_CLASSES for f in cli_fields(cls)
          if "rule" in f.metadata or "choices" in f.metadata] + ["timestep_respacing"]  # checked across fields
