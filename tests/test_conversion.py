@@ -166,3 +166,15 @@ def test_folders_and_link_loops_given_as_images(tmp_path):
 def test_array_to_rgb8_never_returns_a_view_of_the_caller_array():
     for array in (RGB8, GREY8, RGB8[..., ::-1]):
         assert not np.shares_memory(array_to_rgb8(array), array)
+
+
+@pytest.mark.parametrize("target", ["loop", "nowhere"])
+def test_an_input_folder_link_that_leads_nowhere_is_one_line(tmp_path, target):
+    from util.images import find_pairs
+    link = tmp_path / "loop"
+    link.symlink_to(tmp_path / target)
+    with pytest.raises(ImageError) as exc:
+        find_pairs(link)
+    expected = "symbolic link that loops back" if target == "loop" else "broken symbolic link"
+    assert str(exc.value).startswith(f"{link}: --input is a {expected}")
+    assert str(exc.value).endswith("point it at the input folder or remove it")

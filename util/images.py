@@ -378,6 +378,9 @@ def _unpaired(path: Path, other: Path) -> PairProblem:
 def _modality_folders(root: Path, name_a: str, name_b: str) -> list[Path]:
     """``root/name_a`` and ``root/name_b``; ImageError naming what is there when one is missing."""
     if not root.is_dir():
+        broken = link_problem(root)
+        if broken:
+            raise ImageError(f"{root}: --input is a {broken.replace('an image', 'the input folder')}")
         raise ImageError(f"{root}: input folder not found; pass --input DIR holding {name_a}/ and {name_b}/")
     dirs = []
     for name in (name_a, name_b):
