@@ -14,6 +14,7 @@ release does (``extract_and_expand`` takes float64 numpy values and calls ``.flo
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -262,9 +263,9 @@ def sample(model: Callable, x_T: torch.Tensor, sched: Schedule, opts: SamplerOpt
     channels = x_T.shape[1]
     batch = x_T.shape[0]
     steps = range(sched.num_steps - 1, -1, -1)
-    if progress:
+    if progress:  # drawn on a terminal only: disable=None turns the bar off for logs and pipes
         from tqdm.auto import tqdm
-        steps = tqdm(steps, desc=desc, leave=False)
+        steps = tqdm(steps, desc=desc, leave=False, file=sys.stderr, disable=None)
 
     x_t = x_T
     for step in steps:
