@@ -75,6 +75,19 @@ def test_a_folder_link_into_the_input_is_refused(tmp_path, inputs):
     assert snapshot(inputs) == before
 
 
+def test_an_output_tree_with_a_subfolder_linked_into_the_input(tmp_path, inputs):
+    from util.outputs import check_output_tree
+    save = tmp_path / "save"
+    assert check_output_tree(save, ("recon", "color"), [inputs]) == save
+    assert not save.exists()  # nothing created
+    save.mkdir()
+    (save / "color").symlink_to(inputs / "vi")
+    with pytest.raises(OutputPathError) as exc:
+        check_output_tree(save, ("recon", "color"), [inputs])
+    assert one_line(exc) == (f"--save_dir {save / 'color'}: lies inside the input {inputs} (it resolves to "
+                             f"{inputs / 'vi'}); inputs are never written, choose a path outside them")
+
+
 def test_the_input_itself_or_a_path_inside_it_is_refused(inputs):
     with pytest.raises(OutputPathError) as exc:
         check_output_path(inputs / "ir" / "01.png", [inputs / "ir" / "01.png"], "--json")

@@ -155,6 +155,18 @@ def check_output_folder(folder: PathLike, inputs: Iterable[PathLike] = (), what:
     return real
 
 
+def check_output_tree(save_dir: PathLike, subfolders: Iterable[str], inputs: Iterable[PathLike] = (),
+                      what: str = "--save_dir") -> Path:
+    """:func:`check_output_folder` for ``save_dir`` and each ``save_dir/<sub>`` (any of which may
+    be a link: ``SAVE_DIR/recon`` linked into the input is refused, not taken for outputs).
+    Returns the resolved ``save_dir``; nothing is created."""
+    inputs = list(inputs)
+    real = check_output_folder(save_dir, inputs, what)
+    for name in subfolders:
+        check_output_folder(Path(os.fspath(save_dir)) / name, inputs, what)
+    return real
+
+
 def ensure_replaceable(real: Path, shown: PathLike, what: str = "output") -> None:
     """Raise :class:`OutputPathError` when the resolved output ``real`` has become something a
     rename must not replace (checked again just before the rename)."""
