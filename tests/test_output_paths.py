@@ -264,3 +264,27 @@ def test_write_all_or_none_changes_nothing_when_one_write_fails(tmp_path, monkey
     assert (tmp_path / "a.csv").read_text() == "old csv\n"
     assert (tmp_path / "a.json").read_text() == "old json\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.json"]
+
+
+def test_a_pairs_images_are_published_together_or_not_at_all(tmp_path, monkeypatch):
+    """recon and color of one pair as PNG bytes: a full disk on the second keeps the first out
+    too, so a pair reported as failed leaves no output."""
+    import util.fileio as fileio
+    grey = np.full((8, 8), 50, np.uint8)
+    outputs = {"recon": (tmp_path / "recon" / "01.png", encode_png(grey)),
+               "color": (tmp_path / "color" / "01.png", encode_png(np.stack([grey] * 3, axis=2)))}
+    real_write = fileio._write_synced
+
+    def disk_full_on_color(path, data):
+        if path.parent.name == "color":
+            raise OSError(28, "No space left on device", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(fileio, "_write_synced", disk_full_on_color)
+    with pytest.raises(OSError):  # OutputPathError is an OSError: a writer's except OSError reports it
+        write_all_or_none(outputs)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    monkeypatch.setattr(fileio, "_write_synced", real_write)
+    write_all_or_none(outputs)
+    from util.images import read_gray
+    assert np.array_equal(read_gray(tmp_path / "recon" / "01.png"), grey.astype(np.float32))
