@@ -129,6 +129,8 @@ def write_all_or_none(outputs: Mapping[str, tuple], inputs: Iterable[PathLike] =
         for flag, tmp in list(temporaries.items()):
             os.replace(tmp, real[flag])
             del temporaries[flag]
+    except OutputPathError:
+        raise
     except OSError as exc:
         path = getattr(exc, "filename", None) or "?"
         raise OutputPathError(f"cannot write {path} ({exc.strerror}); nothing was written: free "
