@@ -178,3 +178,14 @@ def test_an_input_folder_link_that_leads_nowhere_is_one_line(tmp_path, target):
     expected = "symbolic link that loops back" if target == "loop" else "broken symbolic link"
     assert str(exc.value).startswith(f"{link}: --input is a {expected}")
     assert str(exc.value).endswith("point it at the input folder or remove it")
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_formats_sample_py_does_not_list_are_refused_by_path(tmp_path, fmt):
+    """The demo and the API read files by the same rule as sample.py, whatever the name says."""
+    path = tmp_path / "disguised.png"
+    Image.fromarray(RGB8).save(path, format=fmt)
+    assert refusal(path, str(path)) == f"{path}: {fmt} image, not read (PNG, JPEG, BMP and TIFF are); convert it to PNG"
+    for ok in ("PNG", "JPEG", "BMP", "TIFF"):
+        Image.fromarray(RGB8).save(path, format=ok)
+        assert load_source(path).rgb.shape == RGB8.shape

@@ -15,6 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from util.fileio import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# the formats those names hold (Pillow's names; MPO is a camera JPEG with extra frames, DIB a
+# BMP variant): a file of another format (GIF, WebP, ...) is refused by every reader alike
+READ_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "TIFF")
 
 # ITU-R BT.601 luma weights, the ones OpenCV's COLOR_BGR2GRAY uses.
 _LUMA_R, _LUMA_G, _LUMA_B = np.float32(0.299), np.float32(0.587), np.float32(0.114)
@@ -35,6 +38,9 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as im:
+            if im.format not in READ_FORMATS:
+                raise ImageError(f"{path}: {im.format} image, not read (PNG, JPEG, BMP and TIFF are); "
+                                 "convert it to PNG")
             im.load()
             return pil_to_rgb8(im, str(path))
     except ImageError:
