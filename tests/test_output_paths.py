@@ -288,3 +288,13 @@ def test_a_pairs_images_are_published_together_or_not_at_all(tmp_path, monkeypat
     write_all_or_none(outputs)
     from util.images import read_gray
     assert np.array_equal(read_gray(tmp_path / "recon" / "01.png"), grey.astype(np.float32))
+
+
+def test_no_folder_is_made_through_a_broken_link(tmp_path):
+    save = tmp_path / "save"
+    save.mkdir()
+    (save / "recon").symlink_to(tmp_path / "gone" / "deeper")
+    with pytest.raises(OutputPathError) as exc:
+        write_png_atomic(save / "recon" / "01.png", np.zeros((4, 4), np.uint8))
+    assert "is a broken symbolic link" in one_line(exc) and str(save / "recon") in str(exc.value)
+    assert not (tmp_path / "gone").exists()

@@ -44,9 +44,9 @@ def _stat_reason(path: Path, exc: OSError, what: str) -> str:
 
 
 def real_path(path: PathLike, what: str = "output") -> Path:
-    """``path`` absolute with every symbolic link followed. A loop, or a file where a folder of
-    the path must be, is an :class:`OutputPathError`; a part that does not exist yet is kept as
-    written."""
+    """``path`` absolute with every symbolic link followed. A loop, a broken link, or a file
+    where a folder of the path must be, is an :class:`OutputPathError`; a part that does not
+    exist yet is kept as written."""
     given = Path(os.fspath(path))
     real = Path(os.path.realpath(given))
     try:
@@ -55,6 +55,12 @@ def real_path(path: PathLike, what: str = "output") -> Path:
         pass  # not made yet: its nearest existing folder was resolved
     except OSError as exc:
         raise OutputPathError(_stat_reason(given, exc, what)) from None
+    absolute = Path(os.path.abspath(given))
+    for part in (absolute, *absolute.parents):
+        if os.path.islink(part) and not os.path.exists(part):
+            raise OutputPathError(f"{what} {given}: {part} is a broken symbolic link (to "
+                                  f"{os.readlink(part)}); folders are never made through it, fix or "
+                                  "remove the link")
     return real
 
 
