@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO
 from ddfm import Fuser, load_source
 from util.images import ImageError, array_to_rgb8, peek_size, read_rgb, to_rgb8
 
@@ -102,7 +103,7 @@ def test_wrong_types_are_one_line_not_a_type_error(value, kind):
 
 
 def test_the_fuser_refuses_bad_input_before_fusing():
-    fuser = Fuser(prior="none", steps=2)
+    fuser = Fuser(diffusion_config=REPO / "configs" / "diffusion_config.yaml", prior="none", steps=2)
     with pytest.raises(ImageError) as exc:
         fuser(GREY8 / 255.0, GREY8)
     assert str(exc.value).startswith("ir: floating-point float64 array")
