@@ -15,9 +15,12 @@ many pairs were counted and for how many the sources were cropped. A fused image
 its sources by fewer than 32 pixels per side (``sample.py`` crops to multiples of 32) is compared
 with the sources cropped top-left to its size; any other size mismatch, a missing or unreadable
 image is named on stderr, one line each, and not counted. ``--csv``, ``--json`` and ``--md``
-write every per-image value and the means; an output path inside ``--input`` or a ``--fused``
-folder, onto an existing image or a folder is refused before anything is read (exit status 2).
-Progress bars are drawn only when stderr is a terminal, and not with ``--quiet``.
+write every per-image value and the means (``-``: standard output), all or none; an output path
+inside ``--input`` or a ``--fused`` folder (through any link), onto an existing image, a folder,
+a link, a device or a FIFO is refused before anything is read (exit status 2), and so is a
+``--fused`` folder that is a source folder. Exit status 1 when no image was counted or a source
+pair could not be read. Progress bars are drawn only when stderr is a terminal, and not with
+``--quiet``.
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ from tqdm import tqdm
 
 from metrics.profiles import PROFILE_NAMES, table_profile
 from metrics.folder import CROP_LIMIT, EvaluationError, evaluate_folders, format_table, to_csv, to_json, to_md
-from util.fileio import write_text_atomic
+from util.fileio import check_report_outputs, write_all_or_none
 from util.images import IMAGE_EXTENSIONS
+from util.outputs import OutputPathError
 
 
 class UsageError(Exception):
@@ -95,8 +99,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "names separated by a comma, e.g. ir,vi")
         profile = table_profile(args.profile)
         _check_outputs(args)
+        check_report_outputs({"--csv": args.csv, "--json": args.json, "--md": args.md},
+                             [args.input, *args.fused])  # before any image is read
         results = evaluate_folders(args.input, modalities, args.fused, args.profile, warn, args.quiet)
-    except (UsageError, EvaluationError) as exc:
+    except (UsageError, EvaluationError, OutputPathError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
 
@@ -112,17 +118,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if skipped:
         print(f"{skipped} image(s) not counted; the reasons are listed above (stderr)")
 
-    try:
-        if args.json:
-            write_text_atomic(args.json, to_json(results, profile, args.input, modalities))
-        if args.csv:
-            write_text_atomic(args.csv, to_csv(results))
-        if args.md:
-            write_text_atomic(args.md, to_md(results, profile, args.input, modalities))
+    reports = {flag: (path, render()) for flag, path, render in (
+        ("--json", args.json, lambda: to_json(results, profile, args.input, modalities)),
+        ("--csv", args.csv, lambda: to_csv(results)),
+        ("--md", args.md, lambda: to_md(results, profile, args.input, modalities))) if path is not None}
+    try:  # all or none: a failure leaves every earlier report as it was
+        write_all_or_none(reports, [args.input, *args.fused])
     except OSError as exc:
         print(f"evaluate.py: error: cannot write results: {exc}", file=sys.stderr)
         return 2
-    return 0 if any(r.per_image for r in results) else 1
+    # a source pair that could not be read is a data error: the table is partial
+    bad_source = any(s["reason"].startswith("source ") for r in results for s in r.skipped)
+    return 0 if any(r.per_image for r in results) and not bad_source else 1
 
 
 if __name__ == "__main__":

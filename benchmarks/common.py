@@ -165,7 +165,7 @@ def gray_pair(size, seed: int):
         if smooth.shape != (h, w):
             smooth = np.pad(smooth, ((0, h - smooth.shape[0]), (0, w - smooth.shape[1])), mode="edge")
         img = np.clip(0.7 * smooth + 0.3 * rng.uniform(0, 255, size=(h, w)), 0, 255).round()
-        out.append(load_source(img.astype(np.float32), name))
+        out.append(load_source(img.astype(np.uint8), name))
     return out
 
 

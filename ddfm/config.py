@@ -110,6 +110,8 @@ def _coerce(value: Any, allowed: tuple):
     integers, an int for a float, an int for a string); else raise TypeError."""
     if value is None and type(None) in allowed:
         return None
+    if isinstance(value, np.bool_):
+        value = bool(value)
     if bool in allowed and isinstance(value, bool):
         return value
     if isinstance(value, bool):

@@ -17,8 +17,11 @@ import torch
 from ddfm.color import rgb_to_ycbcr_over_255
 from ddfm.config import FuseOptions, RunOptions
 from ddfm.fusion import to_gray_uint8
-from util.fileio import atomic_path, file_in_the_way
-from util.images import write_png_atomic
+from util.fileio import atomic_path, file_in_the_way, write_all_or_none
+from util.fileio import remove_stale_temporaries as remove_temporaries_of_dead
+from util.images import encode_png, write_png_atomic
+from util.outputs import (OutputPathError, check_output_folder, check_output_tree, nearest_writable_folder,
+                          real_path)
 
 
 class SetupError(RuntimeError):
@@ -32,43 +35,38 @@ def output_folders(run: RunOptions, fuse: FuseOptions) -> list[str]:
 
 
 def prepare_save_dir(save_dir: Path, input_dir: Path, folders: Sequence[str] = ("recon",)) -> None:
-    """Check that ``save_dir`` lies outside the inputs and can be written, and make its recon
-    folder; a problem is a one-line :class:`SetupError`."""
-    save_dir, inp = save_dir.resolve(), input_dir.resolve()
-    if save_dir == inp or inp in save_dir.parents:
-        raise SetupError(f"--save_dir {save_dir} is inside --input {inp}; choose a folder outside the inputs")
+    """Check that ``save_dir`` and each of its output ``folders`` (any of which may be a link)
+    land outside the inputs and can be written; nothing is created. A problem is a one-line
+    :class:`SetupError`."""
+    try:
+        real, inp = check_output_folder(save_dir, (), "--save_dir"), real_path(input_dir, "--input")
+        if real == inp or inp in real.parents:
+            raise SetupError(f"--save_dir {save_dir} is inside --input {input_dir}; choose a folder "
+                             "outside the inputs")
+        check_output_tree(save_dir, folders, [input_dir], "--save_dir")
+    except OutputPathError as exc:
+        raise SetupError(str(exc)) from None
     # a file where a folder must be: named as such (mkdir would only say "File exists")
     blocking = file_in_the_way(save_dir, folders)
     if blocking is not None:
         raise SetupError(f"--save_dir {save_dir}: not writable ({blocking} is a file, not a folder); "
                          "choose another folder or move that file away")
-    try:
-        (save_dir / "recon").mkdir(parents=True, exist_ok=True)
-        probe = save_dir / "recon" / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise SetupError(f"--save_dir {save_dir}: not writable ({exc.strerror}); choose another folder") from None
+    folder, writable = nearest_writable_folder(real / "recon")
+    if not writable:
+        raise SetupError(f"--save_dir {save_dir}: not writable (cannot create files in {folder}); "
+                         "choose another folder")
 
 
 OUTPUT_FOLDERS = ("recon", "color", "sheet", "trace")
 
 
 def remove_stale_temporaries(save_dir: Path) -> None:
-    """Temporary files of a run killed outright (SIGKILL, power loss) never became outputs;
-    remove them so the folder holds only complete files. Only this program's folders are
-    searched (the rest of --save_dir may hold anything)."""
-    folders = [save_dir / name for name in OUTPUT_FOLDERS]
-    progress = save_dir / "progress"
-    if progress.is_dir():
-        for p in progress.iterdir():  # frames of a pair that never finished (see PairObserver)
-            if p.is_dir() and not p.is_symlink() and p.name.startswith(".") and p.name.endswith(".tmp"):
-                shutil.rmtree(p, ignore_errors=True)
-        folders += [p for p in progress.iterdir() if p.is_dir()]
-    for folder in folders:
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+    """Temporaries of a run killed outright (SIGKILL, power loss) never became outputs; remove
+    those whose process is gone (another run's, still writing, are kept). Only this program's
+    folders are searched (the rest of --save_dir may hold anything)."""
+    remove_temporaries_of_dead([save_dir / name for name in OUTPUT_FOLDERS])
+    # frames of a pair that never finished, and temporaries inside finished progress folders
+    remove_temporaries_of_dead([save_dir / "progress"], subfolders=True)
 
 
 class PairObserver:
@@ -122,12 +120,12 @@ class PairObserver:
                     trace[prefix + key] = value[k:k + 1].cpu().numpy()
         self.count += 1
 
-    def save_trace(self, pair) -> None:
+    def save_trace(self, pair, inputs: Sequence[Path] = ()) -> None:
         """Write the trace of a pair that was fused (never of one that failed)."""
         if self.traces is None:
             return
         trace = self.traces[self.pairs.index(pair)]
-        with atomic_path(self.save_dir / "trace" / f"{pair.stem}.npz") as tmp:
+        with atomic_path(self.save_dir / "trace" / f"{pair.stem}.npz", inputs) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **trace)
 
@@ -141,35 +139,44 @@ def outputs_of(pair, run: RunOptions, fuse: FuseOptions, save_dir: Path) -> list
     return paths
 
 
-def save_results(batch, results, run: RunOptions, fuse: FuseOptions, sheet_label: str, save_dir: Path,
-                 observer=None) -> list[str]:
-    """Write each pair's outputs; return the one-line errors of pairs that were not saved
-    (an output path that cannot be written fails that pair only). ``sheet_label`` names the
+def pair_files(pair, ir, vis, result: dict, run: RunOptions, fuse: FuseOptions, sheet_label: str,
+               save_dir: Path) -> dict:
+    """The PNGs of one fused pair, encoded: {name: (path, bytes)}; ``sheet_label`` names the
     result's panel on a contact sheet."""
     from util.sheet import contact_sheet
+    files = {"recon": (save_dir / "recon" / f"{pair.stem}.png", encode_png(result["gray"]))}
+    if fuse.color:
+        files["color"] = (save_dir / "color" / f"{pair.stem}.png", encode_png(result["color"]))
+    if run.sheet:
+        ir_name, vis_name = run.modality_names
+        panels = [(ir_name, ir.rgb), (vis_name, vis.rgb), (sheet_label, result.get("color", result["gray"]))]
+        files["sheet"] = (save_dir / "sheet" / f"{pair.stem}.png", encode_png(contact_sheet(panels)))
+    return files
+
+
+def save_results(batch, results, run: RunOptions, fuse: FuseOptions, sheet_label: str, save_dir: Path,
+                 observer=None, inputs: Sequence[Path] = ()) -> list[str]:
+    """Write each pair's outputs; return the one-line errors of pairs that were not saved (an
+    output path that cannot be written fails that pair only). A pair's PNGs are published
+    together or not at all (a full disk leaves none of them); none lands on or in ``inputs``."""
     errors = []
     for (pair, ir, vis), result in zip(batch, results):
         if "error" in result:
             errors.append(result["error"])
             continue
+        target = save_dir / "recon" / f"{pair.stem}.png"
         try:
             if observer is not None:  # first, as before the recon: a trace never lacks its pair
                 target = save_dir / "trace" / f"{pair.stem}.npz"
-                observer.save_trace(pair)
-            target = save_dir / "recon" / f"{pair.stem}.png"
-            write_png_atomic(target, result["gray"])
-            if fuse.color:
-                target = save_dir / "color" / f"{pair.stem}.png"
-                write_png_atomic(target, result["color"])
-            if run.sheet:
-                ir_name, vis_name = run.modality_names
-                shown = result.get("color", result["gray"])
-                panels = [(ir_name, ir.rgb), (vis_name, vis.rgb), (sheet_label, shown)]
-                target = save_dir / "sheet" / f"{pair.stem}.png"
-                write_png_atomic(target, contact_sheet(panels))
+                observer.save_trace(pair, inputs)
+            files = pair_files(pair, ir, vis, result, run, fuse, sheet_label, save_dir)
+            target = files["recon"][0]
+            write_all_or_none(files, inputs)
             if observer is not None:
                 target = save_dir / "progress" / pair.stem
                 observer.finish(pair)
+        except OutputPathError as exc:
+            errors.append(f"{exc}; {pair.ir.name} not saved")
         except OSError as exc:
             errors.append(f"{target}: cannot write ({exc.strerror or exc}); {pair.ir.name} not saved "
                           "completely, free that path and run again")

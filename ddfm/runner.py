@@ -34,7 +34,9 @@ from ddfm.outputs import (PairObserver, SetupError, blocked_output, output_folde
 from ddfm.sources import check_pair, load_source
 from guided_diffusion.checkpoint import CheckpointError
 from util.download import DownloadError
+from util.folderlock import lock_folder
 from util.images import ImageError, find_pairs, peek_size
+from util.outputs import OutputPathError
 
 
 
@@ -115,7 +117,8 @@ def make_fuser(config: RunConfig, device=None) -> Fuser:
 
 def run_folder(config: RunConfig) -> int:
     """Fuse every pair of ``config.run.input`` into ``config.run.save_dir``; the exit status.
-    Setup problems raise :class:`SetupError` before anything is written."""
+    Setup problems raise :class:`SetupError` before anything is written: the model is built
+    before any folder is made, and one run at a time writes into a folder (its lock)."""
     run = config.run
     input_dir, save_dir = Path(run.input), Path(run.save_dir)
     try:
@@ -125,15 +128,25 @@ def run_folder(config: RunConfig) -> int:
     prepare_save_dir(save_dir, input_dir, output_folders(run, config.fuse))
 
     dist = Distributed()
+    lock = None
     try:
-        device = dist.device(config.fuser.gpu)
-        if dist.rank == 0:  # before any rank writes
+        fuser = make_fuser(config, dist.device(config.fuser.gpu))
+        if dist.rank == 0:  # before any rank writes: this run's folder, and no dead run's temporaries
+            lock = _lock(save_dir)
             remove_stale_temporaries(save_dir)
         dist.barrier()
-        fuser = make_fuser(config, device)
         return fuse_pairs(fuser, dist.share(pairs), problems if dist.rank == 0 else [], config, dist)
     finally:
+        if lock is not None:
+            lock.release()
         dist.close()
+
+
+def _lock(save_dir: Path):
+    try:
+        return lock_folder(save_dir, "--save_dir")
+    except OutputPathError as exc:  # FolderBusyError among them: another run writes there
+        raise SetupError(str(exc)) from None
 
 
 def fuse_pairs(fuser: Fuser, pairs, problems, config: RunConfig, dist) -> int:
@@ -253,7 +266,8 @@ def fuse_batch(fuser: Fuser, batch_pairs, config: RunConfig, log) -> tuple[int, 
     try:
         results = fuser.fuse_sources([ir for _, ir, _ in batch], [vis for _, _, vis in batch], opts,
                                      callback=observer, progress=not run.quiet, desc=names)
-        errors = save_results(batch, results, run, opts, PRIOR_LABELS[fuser.prior], save_dir, observer)
+        errors = save_results(batch, results, run, opts, PRIOR_LABELS[fuser.prior], save_dir, observer,
+                              inputs=(Path(run.input),))
         for line in errors:
             log(f"failed: {line}")
         return len(batch) - len(errors), failed + len(errors)

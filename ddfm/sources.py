@@ -8,7 +8,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from util.images import ImageError, read_rgb, rgb_to_gray_float
+from util.images import ImageError, rgb_to_gray_float, to_rgb8
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
 
@@ -27,25 +27,16 @@ class Source:
 
 
 def load_source(image: ImageLike, name: str = "image") -> Source:
-    """Paths, PIL images, (H, W) grey arrays (0..255) and (H, W, 3) RGB uint8 arrays."""
+    """A source from a file path, a PIL image or a numpy array, by one rule
+    (:func:`util.images.to_rgb8`): files and PIL images by their mode (upright by EXIF
+    orientation; 16-bit grey scaled by 1/257; floating point refused), arrays by their dtype
+    (uint8 as is, uint16 by 1/257, other integers in 0..255, floats refused), (H, W) grey,
+    (H, W, 3) RGB or (H, W, 4) RGBA. Anything else is an :class:`ImageError` naming ``name``
+    (a path is its own name)."""
     if isinstance(image, (str, os.PathLike)):
-        rgb = read_rgb(image)
-        return Source(rgb, rgb_to_gray_float(rgb), str(image))
-    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL image
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        return Source(rgb, rgb_to_gray_float(rgb), name)
-    array = np.asarray(image)
-    if array.ndim == 2:
-        gray = array.astype(np.float32)
-        if gray.size and (gray.min() < 0 or gray.max() > 255):
-            raise ImageError(f"{name}: grey values must lie in 0..255, got {gray.min()}..{gray.max()}")
-        rgb8 = np.repeat(np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-        return Source(rgb8, np.round(gray).astype(np.float32), name)
-    if array.ndim == 3 and array.shape[2] in (3, 4) and array.dtype == np.uint8:
-        rgb = np.ascontiguousarray(array[..., :3])
-        return Source(rgb, rgb_to_gray_float(rgb), name)
-    raise ImageError(f"{name}: expected (H, W) grey or (H, W, 3) uint8 RGB, got shape "
-                     f"{array.shape} dtype {array.dtype}")
+        name = str(image)
+    rgb = to_rgb8(image, name)
+    return Source(rgb, rgb_to_gray_float(rgb), name)
 
 
 def check_pair(ir: Source, vis: Source, crop_multiple: int = 32) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Union
@@ -50,6 +51,7 @@ def configure_compile_cache(folder: Union[str, os.PathLike, None] = None) -> Pat
     except OSError as exc:
         raise ValueError(f"compile cache {path}: cannot create it ({exc.strerror}); "
                          "give a writable folder with --compile_cache") from None
+    check_compile_cache_writable(path)
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR") != str(path):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
         with contextlib.suppress(Exception):  # forget a folder an earlier compile resolved
@@ -60,6 +62,26 @@ def configure_compile_cache(folder: Union[str, os.PathLike, None] = None) -> Pat
     inductor_config.fx_graph_cache = True
     functorch_config.enable_autograd_cache = True
     return path
+
+
+def check_compile_cache_writable(path: Path) -> None:
+    """ValueError (one line) unless files can be made in the compile cache ``path`` and in
+    every folder already inside it: checked at setup, where Inductor would otherwise fail on
+    the first step, after compiling for a while, with a long traceback."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ddfm-write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"compile cache {path}: not writable ({exc.strerror}); give a writable "
+                         "folder with --compile_cache, or run without --compile") from None
+    for folder, subfolders, _ in os.walk(path):
+        for name in subfolders:
+            inner = Path(folder) / name
+            if not os.access(inner, os.W_OK | os.X_OK):
+                raise ValueError(f"compile cache {path}: {inner} inside it is not writable; make it "
+                                 "writable, give another folder with --compile_cache, or run "
+                                 "without --compile")
 
 
 def report(line: str) -> None:

@@ -14,6 +14,7 @@ release does (``extract_and_expand`` takes float64 numpy values and calls ``.flo
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -306,9 +307,9 @@ def eps_from_x0(sched: Schedule, step: int, x_t: torch.Tensor, x0_pred: torch.Te
 
 def _step_range(sched: Schedule, progress: bool, desc: str):
     steps = range(sched.num_steps - 1, -1, -1)
-    if progress:
+    if progress:  # drawn on a terminal only: disable=None turns the bar off for logs and pipes
         from tqdm.auto import tqdm
-        steps = tqdm(steps, desc=desc, leave=False)
+        steps = tqdm(steps, desc=desc, leave=False, file=sys.stderr, disable=None)
     return steps
 
 

@@ -73,19 +73,19 @@ def _source_pairs(input_dir: Path, modalities: Sequence[str]):
     except ImageError as exc:
         raise EvaluationError(str(exc)) from None
     return ([(pair.stem, pair.ir, pair.vis) for pair in pairs],
-            [(problem.path.stem, problem.reason) for problem in problems])
+            [(problem.path.stem, f"source {problem}") for problem in problems])
 
 
 def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn,
                      quiet: bool = False) -> MethodResult:
     res = MethodResult(name, fused_dir, columns=profile.columns, decimals=profile.decimals)
 
-    def skip(stem: str, reason: str) -> None:
+    def skip(stem: str, reason: str, where: str = f"{name}/") -> None:
         res.skipped.append({"image": stem, "reason": reason})
-        warn(f"{name}/{stem}: {reason}; not counted")
+        warn(f"{where}{stem}: {reason}; not counted")
 
-    for stem, reason in source_problems:
-        skip(stem, reason)
+    for stem, reason in source_problems:  # named by the source file, not by a fused image
+        skip(stem, reason, where="pair ")
     fused = images_by_stem(fused_dir, broken_links=True)
     # no bars with --quiet, nor when stderr is not a terminal (logs, pipes): disable=None
     for stem, ir_path, vis_path in tqdm(pairs, desc=name, unit="img", file=sys.stderr,
@@ -223,6 +223,17 @@ def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Seq
     for d in fused_dirs:
         if not Path(d).is_dir():
             raise EvaluationError(f"--fused {d}: not a folder")
+        _not_a_source_folder(Path(d), Path(input_dir), modalities)
     pairs, problems = _source_pairs(Path(input_dir), modalities)
     return [_evaluate_method(n, Path(d), pairs, problems, conventions, warn, quiet)
             for n, d in zip(names, fused_dirs)]
+
+
+def _not_a_source_folder(fused_dir: Path, input_dir: Path, modalities: Sequence[str]) -> None:
+    """A fused folder that is (through any link) the input folder or one of its source folders
+    would score the sources as a method: refused in one line."""
+    real = fused_dir.resolve()
+    for folder in [input_dir, *(input_dir / m for m in modalities)]:
+        if real == folder.resolve():
+            raise EvaluationError(f"--fused {fused_dir} is the source folder {folder}; give a folder of "
+                                  "fused images (e.g. SAVE_DIR/recon)")

@@ -8,7 +8,7 @@ import pytest
 import sample
 from conftest import REPO
 from ddfm import Fuser, FuseOptions, SetupError, resolve_options
-from ddfm.config import (OPTION_CLASSES, ConfigError, DiffusionConfig, FuserOptions, RunOptions,
+from ddfm.config import (OPTION_CLASSES, ConfigError, DiffusionConfig, FuserOptions, RunOptions, checked,
                          load_diffusion_config, load_model_config)
 from util.options import cli_fields, flag_of
 
@@ -155,9 +155,24 @@ def test_python_api_objects_check_the_same_rules():
         resolve_options({"lamda": 0.3})
 
 
-def test_numpy_integers_are_integers():
-    np = pytest.importorskip("numpy")
-    assert FuseOptions(seed=np.int64(7)).validate().seed == 7
+def test_numpy_numbers_become_plain_ones():
+    import numpy as np
+    opts = FuseOptions(seed=np.int64(7), lamb=np.float32(0.25), crop_multiple=np.uint8(32), color=np.True_).validate()
+    assert (opts.seed, opts.lamb, opts.crop_multiple, opts.color) == (7, 0.25, 32, True)
+    assert type(opts.seed) is int and type(opts.lamb) is float and type(opts.color) is bool
+    assert FuseOptions(seed=np.uint64(2 ** 64 - 1)).validate().seed == 2 ** 64 - 1
+
+
+@pytest.mark.parametrize("cls", [RunOptions, FuseOptions, DiffusionConfig, FuserOptions])
+def test_every_field_refuses_a_value_of_no_sensible_type(cls):
+    """A field added without a type the checks know fails here: each is refused in one line
+    that names it."""
+    base = cls(prior="none") if cls is FuserOptions else cls()
+    for f in dataclasses.fields(cls):
+        with pytest.raises(ConfigError) as info:
+            checked(dataclasses.replace(base, **{f.name: object()}))
+        spelled = f.metadata.get("api_name", f.name)
+        assert str(info.value).startswith(spelled + " ") and "\n" not in str(info.value), f.name
 
 
 def test_wrong_types_are_one_line_errors():

@@ -8,6 +8,8 @@ from typing import Union
 
 import yaml
 
+from util.yamlfile import YamlRefused, load_config_text
+
 
 class ConfigError(ValueError):
     """A config problem; ``str()`` is one line naming the file, the key and the fix."""
@@ -27,7 +29,9 @@ def load_yaml(path: Union[str, Path]) -> dict:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_config_text(text)
+    except YamlRefused as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

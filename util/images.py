@@ -5,15 +5,19 @@ Everything that touches image files lives here; the sampler and the EM step only
 from __future__ import annotations
 
 import errno
+import io
 import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from util.fileio import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# the formats those names hold (Pillow's names; MPO is a camera JPEG with extra frames, DIB a
+# BMP variant): a file of another format (GIF, WebP, ...) is refused by every reader alike
+READ_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "TIFF")
 
 # ITU-R BT.601 luma weights, the ones OpenCV's COLOR_BGR2GRAY uses.
 _LUMA_R, _LUMA_G, _LUMA_B = np.float32(0.299), np.float32(0.587), np.float32(0.114)
@@ -24,28 +28,56 @@ class ImageError(ValueError):
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to an (H, W, 3) uint8 RGB array.
+    """Decode an image file to an (H, W, 3) uint8 RGB array, turned upright by its EXIF
+    orientation (as the release's ``cv2.imread`` does).
 
     Grey, palette and alpha images are converted to RGB (alpha dropped, as OpenCV's
-    ``imread`` does). Raises :class:`ImageError` with a one-line reason on any failure.
+    ``imread`` does). Raises :class:`ImageError` with a one-line reason on any failure,
+    running out of memory while decoding included.
     """
     path = Path(path)
     try:
         with Image.open(path) as im:
+            if im.format not in READ_FORMATS:
+                raise ImageError(f"{path}: {im.format} image, not read (PNG, JPEG, BMP and TIFF are); "
+                                 "convert it to PNG")
             im.load()
-            return _to_rgb8(im, path)
+            return pil_to_rgb8(im, str(path))
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except PermissionError:
         raise ImageError(f"{path}: cannot read the file (permission denied); make it readable") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image; give an image file") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: {_unidentified_reason(path)}") from None
+    except MemoryError:
+        raise ImageError(f"{path}: {_size_text(path)}not enough memory to decode it; use a smaller "
+                         "image or free memory") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(f"{path}: symbolic link that loops back on itself; point it at an "
+                             "image or remove it") from None
+        raise ImageError(f"{path}: cannot decode image ({_one_line(exc)}); re-export it as 8-bit "
+                         "PNG or JPEG") from None
     except Exception as exc:  # PIL raises many types for corrupt files
-        reason = " ".join(str(exc).split())
-        raise ImageError(f"{path}: cannot decode image ({exc.__class__.__name__}: {reason}); "
+        raise ImageError(f"{path}: cannot decode image ({_one_line(exc)}); "
                          "re-export it as 8-bit PNG or JPEG") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {' '.join(str(exc).split())}"[:300]
+
+
+def _size_text(path: Path) -> str:
+    """``"WxH px, "`` from the file's header (as stored), or nothing when it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            return f"{im.size[0]}x{im.size[1]} px, "
+    except Exception:
+        return ""
 
 
 def _unidentified_reason(path: Path) -> str:
@@ -68,33 +100,129 @@ def _unidentified_reason(path: Path) -> str:
     return "not an image Pillow can read (unknown or damaged format); re-export it as 8-bit PNG or JPEG"
 
 
-def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """``im`` turned by its EXIF orientation tag (2..8), as ``cv2.imread`` turns files (checked
+    against opencv-python-headless 4.10.0.84 on all eight orientations); ``im`` itself when it
+    has none."""
+    try:
+        orientation = im.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # a damaged EXIF block: used as stored, as OpenCV does
+        return im
+    if orientation not in range(2, 9):
+        return im
+    return ImageOps.exif_transpose(im)
+
+
+def pil_to_rgb8(im: Image.Image, name: str = "image") -> np.ndarray:
+    """A PIL image (a decoded file or one given to the API: the same rule) as (H, W, 3) uint8
+    RGB, upright by its EXIF orientation. 16-bit grey (I;16*, I) is scaled as round(v / 257);
+    floating-point (F) is refused; other modes are converted by Pillow."""
+    try:
+        return _to_rgb8(upright(im), name)
+    except MemoryError:
+        raise ImageError(f"{name}: {im.width}x{im.height} px, not enough memory to convert it; use "
+                         "a smaller image or free memory") from None
+
+
+def _to_rgb8(im: Image.Image, name: str) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grey: scale the full 16-bit range to 8 bits (v / 257, rounded) so that
         # a 16-bit export of an 8-bit image reads back as the same 8-bit values. (16-bit RGB
         # reaches here as "RGB": Pillow keeps the high byte, v >> 8, equal on such exports.)
         arr = np.asarray(im).astype(np.float64)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ImageError(f"{path}: 32-bit integer image with values {arr.min():.0f}..{arr.max():.0f} "
+            raise ImageError(f"{name}: 32-bit integer image with values {arr.min():.0f}..{arr.max():.0f} "
                              "outside 0..65535; save it as 8- or 16-bit PNG or TIFF")
         arr = np.round(arr / 257.0).astype(np.uint8)
         return np.repeat(arr[..., None], 3, axis=2)
     if im.mode == "F":
-        raise ImageError(f"{path}: floating-point image, refused (no fixed 0..255 scale); "
+        raise ImageError(f"{name}: floating-point image, refused (no fixed 0..255 scale); "
                          "save it as 8- or 16-bit integer PNG or TIFF")
     if im.mode == "RGB":
         return np.asarray(im, dtype=np.uint8).copy()
-    if im.mode in ("RGBA", "LA", "P", "PA", "L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+    if im.mode in ("RGBA", "LA", "P", "PA", "L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "La", "RGBa"):
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    raise ImageError(f"{path}: unsupported image mode {im.mode!r}; save it as 8-bit PNG or JPEG")
+    raise ImageError(f"{name}: unsupported image mode {im.mode!r}; save it as 8-bit PNG or JPEG")
+
+
+# --------------------------------------------------------------------------------------------
+# One conversion path: file paths, PIL images and arrays to (H, W, 3) uint8 RGB
+# --------------------------------------------------------------------------------------------
+
+# what an array's dtype means; the one rule per dtype (docs/robustness.md repeats it)
+ARRAY_RULES = {
+    "uint8": "used as is",
+    "uint16": "16-bit: scaled as round(v / 257), as 16-bit files are",
+    "other integers": "values must lie in 0..255 (used as is)",
+    "float": "refused: no fixed scale (0..1 or 0..255?); convert to uint8 first",
+    "bool, complex, object, str": "refused",
+}
+_FLOAT_FIX = ("pass uint8: np.round(x * 255).astype(np.uint8) for 0..1 data, "
+              "np.round(x).astype(np.uint8) for 0..255 data")
+
+
+def to_rgb8(image, name: str = "image") -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a file path, a PIL image or a numpy array (or anything with
+    ``__array__``, such as a CPU tensor), by one rule per kind: files and PIL images by their
+    mode (:func:`read_rgb`, :func:`pil_to_rgb8`: upright by EXIF orientation, 16-bit grey
+    scaled by 1/257, floating point refused), arrays by their dtype (:data:`ARRAY_RULES`).
+    Anything else, or data that breaks its rule, is one :class:`ImageError` line naming
+    ``name``."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_rgb(image)
+    if isinstance(image, Image.Image):
+        return pil_to_rgb8(image, name)
+    if isinstance(image, np.ndarray) or (hasattr(image, "__array__") and not isinstance(image, (bytes, list, tuple))):
+        try:
+            array = np.asarray(image)
+        except Exception as exc:
+            raise ImageError(f"{name}: cannot be read as an array ({_one_line(exc)}); pass a numpy "
+                             "array, a PIL image or a file path") from None
+        return array_to_rgb8(array, name)
+    raise ImageError(f"{name}: expected a file path, a PIL image or a numpy array, got "
+                     f"{type(image).__name__}")
+
+
+def array_to_rgb8(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """An (H, W) grey, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA (alpha dropped) array as
+    (H, W, 3) uint8 RGB, by its dtype's rule (:data:`ARRAY_RULES`)."""
+    kind = array.dtype.kind
+    if kind == "f" or kind == "c":
+        bad = "" if np.isfinite(array).all() else " holding NaN or infinite values"
+        what = "complex" if kind == "c" else "floating-point"
+        raise ImageError(f"{name}: {what} {array.dtype} array{bad}, refused (no fixed 0..255 scale); "
+                         f"{_FLOAT_FIX}")
+    if kind not in "ui":
+        raise ImageError(f"{name}: {array.dtype} array, refused; pass uint8 (or uint16) pixel values")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
+        raise ImageError(f"{name}: expected an (H, W) grey or (H, W, 3) RGB array, got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"{name}: empty array of shape {array.shape}; pass an image")
+    if array.ndim == 2:
+        array = array[..., None]
+    array = array[..., :3] if array.shape[2] >= 3 else np.repeat(array, 3, axis=2)
+    if array.dtype == np.uint8:
+        return np.array(array, order="C", copy=True)  # never a view of the caller's array
+    if array.dtype == np.uint16:
+        return np.round(array / 257.0).astype(np.uint8)
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high > 255:
+        raise ImageError(f"{name}: {array.dtype} values {low}..{high} outside 0..255; pass uint8 "
+                         "pixel values, or uint16 for 16-bit data")
+    return array.astype(np.uint8)
 
 
 def peek_size(path: str | os.PathLike):
     """(height, width) from the file's header without decoding the pixels; None when the file
-    cannot be opened (reading it later gives the reason)."""
+    cannot be opened (reading it later gives the reason). The size is the upright one, as
+    :func:`read_rgb` returns it."""
     try:
         with Image.open(path) as im:
-            return im.size[1], im.size[0]
+            turned = im.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)  # a quarter turn
+            return (im.size[0], im.size[1]) if turned else (im.size[1], im.size[0])
     except Exception:
         return None
 
@@ -121,15 +249,26 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
     return rgb_to_gray_float(read_rgb(path))
 
 
-def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+def write_png_atomic(path: str | os.PathLike, array: np.ndarray, inputs=()) -> None:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG via a temporary file in the same folder,
     renamed into place only when complete, so a crash never leaves a partial PNG (the folder is
-    made as needed)."""
+    made as needed). The path is checked as every output is (:func:`util.outputs.check_output_path`:
+    never onto a link, device or FIFO, never on or inside one of ``inputs``)."""
     if array.dtype != np.uint8:
         raise TypeError(f"write_png_atomic expects uint8, got {array.dtype}")
-    with atomic_path(path) as tmp:  # see util.fileio: named before it exists, pid-distinct
+    with atomic_path(path, inputs) as tmp:  # see util.fileio: named before it exists, pid-distinct
         with open(tmp, "wb") as fh:
             Image.fromarray(array).save(fh, format="PNG")
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """A uint8 (H, W) or (H, W, 3) array as PNG bytes (for :func:`util.fileio.write_all_or_none`,
+    which publishes several outputs of one pair together or none of them)."""
+    if array.dtype != np.uint8:
+        raise TypeError(f"encode_png expects uint8, got {array.dtype}")
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,6 +385,9 @@ def _unpaired(path: Path, other: Path) -> PairProblem:
 def _modality_folders(root: Path, ir_name: str, vis_name: str) -> list[Path]:
     """``root/ir_name`` and ``root/vis_name``; ImageError naming what is there when one is missing."""
     if not root.is_dir():
+        broken = link_problem(root)
+        if broken:
+            raise ImageError(f"{root}: --input is a {broken.replace('an image', 'the input folder')}")
         raise ImageError(f"{root}: input folder not found; pass --input DIR holding {ir_name}/ and {vis_name}/")
     dirs = []
     for name in (ir_name, vis_name):
