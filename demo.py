@@ -13,6 +13,7 @@ missing gradio, port in use).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from ddfm.config import OPTION_CLASSES
@@ -47,6 +48,10 @@ def download_checkpoint(model_config) -> None:
         raise SetupError(str(exc)) from None
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -58,6 +63,7 @@ def main(argv=None) -> int:
     from ddfm import SetupError
     from ddfm.speed import prefer_expandable_segments
     prefer_expandable_segments()
+    signal.signal(signal.SIGTERM, _stop)  # as Ctrl-C: the page's temporary folder is removed
     try:
         options = given_values(OPTION_CLASSES, args)
         if options.get("download_checkpoint"):

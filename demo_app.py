@@ -29,7 +29,7 @@ from ddfm import PRIOR_LABELS, PRIORS, SetupError, check_pair, load_source, reso
 from ddfm.fusion import FusionError, to_gray_uint8  # noqa: E402
 from ddfm.outputs import save_results  # noqa: E402
 from ddfm.runner import is_out_of_memory, make_fuser  # noqa: E402
-from util.images import ImageError, Pair, find_pairs, peek_size, read_gray  # noqa: E402
+from util.images import IMAGE_EXTENSIONS, ImageError, Pair, find_pairs, peek_size, read_gray  # noqa: E402
 from metrics.evaluator import evaluate_pair  # noqa: E402
 from util.presets import presets_for  # noqa: E402
 
@@ -114,7 +114,11 @@ def read_upload(payload, role: str, max_side: int):
     if not payload or not payload.get("path"):
         raise DemoError(f"no {role} image: upload one, or pick an example below")
     path = Path(payload["path"])
-    label = f"{role} image {Path(payload.get('orig_name') or path.name).name}"
+    name = Path(payload.get("orig_name") or path.name)
+    label = f"{role} image {name.name}"
+    if name.suffix.lower() not in IMAGE_EXTENSIONS:  # what sample.py reads from a folder, no more
+        raise DemoError(f"{label}: {name.suffix or 'no extension'} is not a source format sample.py reads; "
+                        f"give one of {', '.join(IMAGE_EXTENSIONS)}")
     shape = peek_size(path)
     if shape is not None and max(shape) > max_side:
         raise DemoError(f"{label}: {shape[1]}x{shape[0]} is larger than this demo's {max_side} px a side; "

@@ -98,9 +98,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError(f"--modalities {args.modalities!r}: give two different folder "
                              "names separated by a comma, e.g. ir,vi")
         profile = table_profile(args.profile)
-        _check_outputs(args)
         check_report_outputs({"--csv": args.csv, "--json": args.json, "--md": args.md},
                              [args.input, *args.fused])  # before any image is read
+        _check_outputs(args)
         results = evaluate_folders(args.input, modalities, args.fused, args.profile, warn, args.quiet)
     except (UsageError, EvaluationError, OutputPathError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)

@@ -53,6 +53,7 @@ from ddfm.speed import prefer_expandable_segments
 from metrics.folder import EvaluationError, method_entry
 from metrics.folder import evaluate_folders as evaluate_fused_folders
 from util.fileio import file_in_the_way, write_text_atomic
+from util.outputs import OutputPathError, check_output_folder
 from util.config import ConfigError, load_yaml
 from util.images import (ImageError, files_for_stem, find_pairs, images_by_stem, is_image_file, read_rgb,
                          write_png_atomic)
@@ -605,6 +606,10 @@ def check_setup(args) -> None:
     try:
         args.fusion = resolve_options(args.fusion_options, Door.CLI)
     except SetupError as exc:
+        raise ReproduceError(str(exc)) from None
+    try:  # through links: a loop, or a folder inside the data, is one line
+        check_output_folder(args.save_dir, [args.data], "--save_dir")
+    except OutputPathError as exc:
         raise ReproduceError(str(exc)) from None
     blocking = file_in_the_way(args.save_dir)
     if blocking is not None:

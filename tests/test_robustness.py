@@ -177,7 +177,8 @@ def no_model(monkeypatch):
     """Setup errors must come before any work: building the model fails the test."""
     def refuse(*args, **kwargs):
         raise AssertionError("the model was built before the setup error was reported")
-    monkeypatch.setattr(sample, "Fuser", refuse)
+    import ddfm.runner
+    monkeypatch.setattr(ddfm.runner, "Fuser", refuse)
 
 
 # ----------------------------------------------------------------------- input folder errors
@@ -376,7 +377,7 @@ CONFIG_CASES = {
     # flags, not even --steps), words the message must hold)
     "unknown_key": ({}, {"samplr": "ddim"}, [], ["'samplr'", "did you mean 'sampler'"]),
     "wrong_type_model": ({"num_channels": "many"}, {}, [], ["'num_channels'", "integer"]),
-    "wrong_type_diffusion": ({}, {"clip_denoised": "'maybe'"}, [], ["'clip_denoised'", "true/false"]),
+    "wrong_type_diffusion": ({}, {"clip_denoised": "'maybe'"}, [], ["'clip_denoised'", "true or false"]),
     "lamb_zero": ({}, {}, ["--lamb", "0"], ["--lamb", "> 0"]),
     "rho_negative": ({}, {}, ["--rho", "-0.5"], ["--rho", ">= 0"]),
     "respacing_flag": ({}, {}, ["--steps", "2000"], ["--steps", "1000"]),
@@ -493,7 +494,8 @@ def test_unwritable_save_dir_fails_before_any_work(tmp_path, capsys, no_model):
             lines = error_lines(text)
             assert len(lines) == 1, lines
             assert lines[0].startswith("error: --save_dir ") and str(save_dir) in lines[0]
-            assert "not writable" in lines[0] and "; choose another folder" in lines[0]
+            assert ("not writable" in lines[0] or "is a file, not a folder" in lines[0]
+                    or "a file stands where a folder" in lines[0]) and "choose another" in lines[0]
     finally:
         if os.geteuid() != 0:
             (tmp_path / "locked").chmod(0o700)
@@ -687,8 +689,9 @@ from pathlib import Path
 # ignored SIGINT, which Python then keeps ignoring
 signal.signal(signal.SIGINT, signal.default_int_handler)
 import sample
+from ddfm.outputs import PairObserver
 marker, stem, step = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-observe = sample.PairObserver.__call__
+observe = PairObserver.__call__
 def hooked(self, info):
     observe(self, info)
     if self.pairs[0].stem == stem and self.count == step:
@@ -699,7 +702,7 @@ def hooked(self, info):
         end = time.monotonic() + 600  # the signal comes long before
         while time.monotonic() < end:
             time.sleep(0.05)
-sample.PairObserver.__call__ = hooked
+PairObserver.__call__ = hooked
 sys.exit(sample.main(sys.argv[4:]))
 """
 
@@ -774,16 +777,25 @@ def test_interrupted_record_run_then_rerun_without_record_leaves_no_stray_frames
     assert_clean_outputs(out)
 
 
+def _ended_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 def test_sigkill_then_rerun_removes_stale_temporaries_and_completes(tmp_path):
     rc, text, inp, out, cmd = start_and_stop(tmp_path, signal.SIGKILL)
     assert rc == -signal.SIGKILL
     # the killed pair's unfinished progress folder is left behind, with its frames
     assert [p.name for p in (out / "progress").iterdir() if p.name.startswith(".p1.")]
-    # A kill during a write leaves its temporary; plant some as such a kill would.
-    (out / "recon" / ".p4.k9x2_a1.tmp").write_bytes(b"\x89PNG partial")
-    (out / "progress" / "p0" / ".x_0003.q81z.tmp").write_bytes(b"\x89PNG")
+    # A kill during a write leaves its temporary (named with its writer's pid); plant some as
+    # such a kill would, with the pid of a process that has ended.
+    dead = _ended_pid()
+    (out / "recon" / f".p4.png.{dead}.tmp").write_bytes(b"\x89PNG partial")
+    (out / "progress" / "p0" / f".x_0003.png.{dead}.tmp").write_bytes(b"\x89PNG")
     (out / "trace").mkdir(exist_ok=True)
-    (out / "trace" / ".p4.npz.tmp").write_bytes(b"PK")
+    (out / "trace" / f".p4.npz.{dead}.tmp").write_bytes(b"PK")
     unrelated = out / "notes" / ".keep.tmp"  # not ours: never touched
     unrelated.parent.mkdir()
     unrelated.write_text("user file")
