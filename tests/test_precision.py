@@ -23,6 +23,7 @@ def _fuser(golden, case, precision, steps=None):
 
 
 # fp16 autocast on CPU is emulated and very slow; it is measured on GPU by the benchmark.
+@pytest.mark.numeric
 @pytest.mark.parametrize("precision", ["bf16"])
 def test_low_precision_close_to_release_on_flir_crop(golden, precision):
     case = golden / "pipeline" / "small_10steps"
