@@ -4,6 +4,7 @@ import torch
 
 from guided_diffusion.diffusion import (SamplerOptions, make_schedule, sample, seeded_noise,
                                         space_timesteps)
+from tolerance import EPS64, ulps
 
 NAMES = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_recip_alphas_cumprod",
          "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
@@ -11,6 +12,7 @@ NAMES = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_recip_alphas_cu
 RESPACINGS = [100, 10, 1000, "25", "10,5,5", "ddim50"]
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 @pytest.mark.parametrize("respacing", RESPACINGS)
 def test_schedules_match_release(schedules, schedule, respacing):
@@ -20,7 +22,10 @@ def test_schedules_match_release(schedules, schedule, respacing):
     for name in NAMES:
         ours = getattr(sched, name).numpy()
         assert ours.dtype == np.float64
-        assert np.abs(ours - schedules[key + name]).max() <= 1e-12, name
+        # float64, the release's operations in its order; numpy's log/sqrt kernels may differ by
+        # a unit per CPU and a 1000-factor cumulative product carries it: measured 0.9 units of
+        # the array's scale, a wrong beta in the 6th digit moves it by > 1e9
+        assert ulps(ours, schedules[key + name], scale=max(1.0, np.abs(ours).max()), eps=EPS64) <= 64, name
 
 
 def test_space_timesteps_forms():

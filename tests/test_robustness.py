@@ -639,7 +639,12 @@ def cli_command(inp: Path, out: Path, *extra) -> list[str]:
 PROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def run_process(cmd, timeout=120):
+# A limit that only catches a hung process: a machine busy with other work may take many times
+# the idle duration, and that must never fail a test.
+HANG_S = 1200
+
+
+def run_process(cmd, timeout=HANG_S):
     return subprocess.run(cmd, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout, env=PROCESS_ENV)
 
@@ -732,7 +737,7 @@ def start_and_stop(tmp_path, sig):
             assert len(list(unfinished.glob("x_*.png"))) == STOP_AT[1]
             assert sorted(p.name for p in (out / "progress").iterdir()) == sorted(["p0", unfinished.name])
             proc.send_signal(sig)
-            rc = proc.wait(timeout=120)
+            rc = proc.wait(timeout=HANG_S)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -4,11 +4,19 @@ import pytest
 from PIL import Image
 
 import sample
+from guided_diffusion.diffusion import make_schedule
+from tolerance import ulps
 
-# The calibrated bounds of golden/README.md: what the released code itself reaches against
-# these fixtures on today's stack (the issue's 1e-4 is tighter than the release itself at the
-# first, noisiest step, where x0 ~ 156 x_t amplifies float rounding).
-TRACE_BOUNDS = {"sample": 2e-4, "x": 2e-4, "pred_xstart": 1e-3, "em_f_pre": 1e-3, "em_F": 1e-3}
+pytestmark = pytest.mark.numeric
+
+# Trace bounds in units of float32 resolution of each step's largest |value|, times the first
+# step's amplification: x0 = sqrt(1/abar) x_t - sqrt(1/abar - 1) eps multiplies the UNet's
+# float32 rounding (a few units) by sqrt(1/abar_T) = 157 there, and that error is carried through
+# every later step. Measured (in these amplified units, AVX2 / scalar / 1-thread kernels):
+# pred_xstart 7.1/15.7/5.1, em_f_pre 11.0/12.7/8.3, em_F 3.0/12.9/6.3, sample 0.8/1.0/1.0,
+# x 0.5/0.7/0.7; bounds 3-4x above that. x_t and the sample take x0's error times the posterior
+# coefficient (< 1), hence their smaller bound.
+TRACE_BOUNDS = {"sample": 4, "x": 4, "pred_xstart": 48, "em_f_pre": 48, "em_F": 48}
 
 
 def run_sample(golden, case, save_dir, *extra):
@@ -23,6 +31,7 @@ def assert_png_close(ours_path, ref_path, min_identical=0.999):
     ours = np.asarray(Image.open(ours_path)).astype(int)
     ref = np.asarray(Image.open(ref_path)).astype(int)
     assert ours.shape == ref.shape, (ours_path, ours.shape, ref.shape)
+    # 8-bit outputs: the float error above can flip the rounding of a few pixels by one grey level
     identical = (ours == ref).mean()
     assert identical >= min_identical, (ours_path, identical)
     assert np.abs(ours - ref).max() <= 1, ours_path
@@ -40,12 +49,14 @@ def test_small_trace_matches_release_every_step(small_run, small_trace):
         ours = dict(ours)
     steps = sorted({k.split("__")[0] for k in small_trace})
     assert len(steps) == 10
+    amplification = make_schedule("linear", 1000, 10).sqrt_recip_alphas_cumprod.max().item()
     for step in steps:
         assert int(ours[f"{step}__t"][0]) == int(small_trace[f"{step}__t"][0])
         for key, bound in TRACE_BOUNDS.items():
             a, b = ours[f"{step}__{key}"], small_trace[f"{step}__{key}"]
             assert a.shape == b.shape, (step, key)
-            assert np.abs(a - b).max() <= bound, (step, key, np.abs(a - b).max())
+            error = ulps(a, b, scale="max") / amplification
+            assert error <= bound, (step, key, error)
 
 
 def test_small_recon_and_progress_pngs(small_run, golden):

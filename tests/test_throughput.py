@@ -1,6 +1,7 @@
 """The throughput path: one UNet call per batch by default under tf32/bf16/fp16 (fp32
 stays per pair), torch.compile with a persistent cache and its time reported, CUDA graphs refused
 off CUDA, and ``python -m benchmarks.bench_dataset`` end to end on the tiny UNet."""
+import contextlib
 import importlib
 import json
 import math
@@ -15,6 +16,7 @@ import torch
 
 import sample
 from conftest import GOLDEN, REPO
+from tolerance import ulps
 from ddfm import FuseOptions, Fuser, FuserOptions, configure_compile_cache, load_source, resolve_batched_unet
 
 TINY_MODEL = GOLDEN / "unet_tiny.yaml"
@@ -56,6 +58,7 @@ def test_fuser_and_cli_resolve_auto(precision):
     assert parser.parse_args(["--batched_unet", "off"]).batched_unet == "off"
 
 
+@pytest.mark.numeric
 def test_batched_unet_equals_per_pair_to_float_rounding():
     """fp32 on the CPU: the whole batch in one UNet call against one call per pair."""
     fuser = Fuser(TINY_MODEL, TINY_DIFFUSION, steps=2, batched_unet="off")
@@ -65,7 +68,9 @@ def test_batched_unet_equals_per_pair_to_float_rounding():
         per_pair = fuser.model_fn(x, t)
         fuser.unet.batched = True
         batched = fuser.model_fn(x, t)
-    assert torch.allclose(batched, per_pair, rtol=0, atol=1e-5), float((batched - per_pair).abs().max())
+    # the same layers over a batch of 3: convolutions and matmuls may block the sums otherwise,
+    # a few units of float32 resolution of the output's scale per layer (as test_unet.py's 64)
+    assert ulps(batched, per_pair, scale="max") <= 64, ulps(batched, per_pair, scale="max")
 
     ir, vis = crops_of_input_pairs()
     fuser.unet.batched = False
@@ -220,6 +225,8 @@ def test_compiled_unet_matches_eager_and_reuses_its_cache(tmp_path):
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("compile: ")]
         assert len(lines) == 1 and f"cache: {cache.resolve()}" in lines[0], proc.stderr[-2000:]
         assert math.isfinite(report["seconds"]) and report["seconds"] > 0
+        # inductor fuses and reorders every layer's float32 arithmetic: 840 units of resolution
+        # of the output's scale (a wrong kernel is off by the output's own size)
         assert report["diff"] <= 1e-4 * max(report["scale"], 1.0), report
         assert report["again"] == 0.0
         runs.append(report["counters"])
@@ -274,6 +281,36 @@ def test_bench_dataset_tiny_end_to_end(tmp_path):
     assert "MSRS" in proc.stdout and "x release" in proc.stdout
 
 
+# torch's defaults of the switches bench_dataset sets
+BACKEND_DEFAULTS = {(torch.backends.cudnn, "allow_tf32"): True,
+                    (torch.backends.cuda.matmul, "allow_tf32"): False,
+                    (torch.backends.cudnn, "benchmark"): False}
+
+
+@contextlib.contextmanager
+def backend_switches(values):
+    """Set torch backend switches for a block, then put back what they were. They are
+    properties (setters calling into torch), not plain attributes: monkeypatch would undo one it
+    could not read by deleting it, which these objects refuse; so read and restore them through
+    their own getters and setters."""
+    saved = {key: getattr(*key) for key in values}
+    try:
+        for (module, name), value in values.items():
+            setattr(module, name, value)
+        yield
+    finally:
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
+
+
+def test_backend_switches_are_restored_through_their_setters():
+    before = {key: getattr(*key) for key in BACKEND_DEFAULTS}
+    flipped = {key: not value for key, value in before.items()}
+    with backend_switches(flipped):
+        assert {key: getattr(*key) for key in BACKEND_DEFAULTS} == flipped
+    assert {key: getattr(*key) for key in BACKEND_DEFAULTS} == before
+
+
 def test_bench_dataset_sets_each_paths_backend_switches(tmp_path, monkeypatch):
     """The release path is timed in faithful fp32 (TF32 off: cuDNN allows it in convolutions by
     default) and without cuDNN's algorithm search; the chosen path gets TF32 only under tf32 and
@@ -288,12 +325,10 @@ def test_bench_dataset_sets_each_paths_backend_switches(tmp_path, monkeypatch):
         return timed(fuser, size, batch, args, device)
 
     monkeypatch.setattr(bench, "time_set", spy)
-    for flag in ("torch.backends.cudnn.allow_tf32", "torch.backends.cuda.matmul.allow_tf32",
-                 "torch.backends.cudnn.benchmark"):
-        monkeypatch.setattr(flag, True if flag.endswith("cudnn.allow_tf32") else False)  # torch's defaults
     argv = ["--tiny", "--device", "cpu", "--datasets", "Harvard", "--out", str(tmp_path)]
-    assert bench.main(argv + ["--precision", "tf32", "--cudnn_benchmark"]) == 0
-    assert bench.main(argv + ["--precision", "fp32"]) == 0
+    with backend_switches(BACKEND_DEFAULTS):
+        assert bench.main(argv + ["--precision", "tf32", "--cudnn_benchmark"]) == 0
+        assert bench.main(argv + ["--precision", "fp32"]) == 0
     # (batch, cuDNN TF32, matmul TF32, cuDNN benchmark): release is batch 1, chosen batch 2
     assert seen == [(1, False, False, False), (2, True, True, True),
                     (1, False, False, False), (2, False, False, False)]
@@ -353,7 +388,7 @@ def test_gpu_throughput_runs_its_parts_in_order(tmp_path):
     def run(*parts):
         log.write_text("")
         proc = subprocess.run(["bash", "benchmarks/gpu_throughput.sh", *parts], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=600)  # a hang only
         calls = [line.split(" ", 2)[2] for line in log.read_text().splitlines()
                  if line.startswith("python3 -m benchmarks.")]
         return proc, calls
