@@ -52,7 +52,7 @@ from ddfm.runner import RunConfig
 from ddfm.speed import prefer_expandable_segments
 from metrics.folder import EvaluationError, method_entry
 from metrics.folder import evaluate_folders as evaluate_fused_folders
-from util.fileio import file_in_the_way, write_text_atomic
+from util.fileio import file_in_the_way, write_all_or_none
 from util.outputs import OutputPathError, check_output_folder
 from util.config import ConfigError, load_yaml
 from util.images import (ImageError, files_for_stem, find_pairs, images_by_stem, is_image_file, read_rgb,
@@ -737,9 +737,13 @@ def write_tables(datasets: List[Dataset], args, paper: dict, metrics, label: str
     text = render_text(datasets, metrics, label, header)
     say("")
     say(text, end="")
-    write_text_atomic(save_dir / "tables.md", render_md(datasets, metrics, label, header, save_dir))
-    write_text_atomic(save_dir / "tables.csv", render_csv(datasets, args.table, metrics))
-    write_text_atomic(save_dir / "tables.json", render_json(datasets, args, paper, metrics, label))
+    try:  # all or none, never into the data
+        write_all_or_none({"tables.md": (save_dir / "tables.md", render_md(datasets, metrics, label, header, save_dir)),
+                           "tables.csv": (save_dir / "tables.csv", render_csv(datasets, args.table, metrics)),
+                           "tables.json": (save_dir / "tables.json",
+                                           render_json(datasets, args, paper, metrics, label))}, [args.data])
+    except OutputPathError as exc:
+        raise ReproduceError(str(exc)) from None
     figures = [ds.figure for ds in datasets if ds.figure is not None]
     say("")
     say(f"written: {save_dir / 'tables.md'}, tables.csv, tables.json"

@@ -131,10 +131,15 @@ def run_folder(config: RunConfig) -> int:
     lock = None
     try:
         fuser = make_fuser(config, dist.device(config.fuser.gpu))
+        refused = None
         if dist.rank == 0:  # before any rank writes: this run's folder, and no dead run's temporaries
-            lock = _lock(save_dir)
-            remove_stale_temporaries(save_dir)
-        dist.barrier()
+            try:
+                lock = _lock(save_dir)
+                remove_stale_temporaries(save_dir)
+            except SetupError as exc:
+                refused = exc
+        if dist.total([int(refused is not None)])[0]:  # every rank stops when rank 0 could not lock
+            raise refused or SetupError(f"--save_dir {save_dir}: rank 0 could not take the folder; see its error")
         return fuse_pairs(fuser, dist.share(pairs), problems if dist.rank == 0 else [], config, dist)
     finally:
         if lock is not None:
