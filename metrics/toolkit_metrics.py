@@ -352,11 +352,16 @@ def _qcb_contrast(img: np.ndarray) -> np.ndarray:
         return c ** 3 / (c * c + 1e-4)
 
 
-def qcb(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+def qcb(a: np.ndarray, b: np.ndarray, f: np.ndarray, im2double: bool = False) -> float:
     """Qcb (Chen-Blum): each image normalised to 0..255, filtered by the CSF (f0 15.3870, f1
     1.3456, a 0.7622 on the freqspace grid scaled by size/30), local contrast ratios of
     Gaussians, preservation min(Cs/Cf, Cf/Cs) weighted by Cs^2 / (Ca^2 + Cb^2), mean over
-    pixels. NaN where the reference divides 0 by 0 (a constant non-zero image)."""
+    pixels. NaN where the reference divides 0 by 0 (a constant non-zero image).
+    ``im2double``: the images are divided by 255 before normalize1 (MEFB's copy calls
+    im2double on uint8 data; VIFB's on doubles, a no-op), which moves normalize1's rounding at
+    exact halves."""
+    if im2double:
+        a, b, f = a / 255.0, b / 255.0, f / 255.0
     h, w = a.shape
     u, v = freqspace((h, w))
     r = np.sqrt((w / 30.0 * u) ** 2 + (h / 30.0 * v) ** 2)
@@ -542,3 +547,198 @@ def fmi(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "none",
         total += float(np.sum(vals))
         count += vals.size
     return total / count
+
+
+# --------------------------------------------------------------------------------------------
+# information on normalize1'd images (MEFB's NMI, TE, Qncie; Hossny, Cvejic, Wang)
+
+
+def _joint_pdf_normalised(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """h(i, j) = P(x = i, y = j) of two images after normalize1 (0..255 integers), as the
+    toolkits' mutual_info / tsallis / NCC build it. A constant non-zero image is NaN after
+    normalize1 and the reference stops with an index error: NaN here."""
+    xi, yi = normalize_255(x), normalize_255(y)
+    if not (np.isfinite(xi).all() and np.isfinite(yi).all()):
+        return np.full((256, 256), np.nan)
+    joint = np.bincount((xi.astype(np.int64) * 256 + yi.astype(np.int64)).ravel(),
+                        minlength=256 * 256).astype(np.float64)
+    return (joint / joint.sum()).reshape(256, 256)
+
+
+def _entropy_bits(p: np.ndarray) -> float:
+    """-sum(p log2(p + (p == 0))), the toolkits' zero-safe entropy."""
+    return float(-np.sum(p * np.log2(p + (p == 0))))
+
+
+def _pdf_entropies(h: np.ndarray) -> tuple[float, float, float]:
+    """(H(x), H(y), H(x, y)) in bits of a joint pdf h(x, y)."""
+    return _entropy_bits(h.sum(axis=1)), _entropy_bits(h.sum(axis=0)), _entropy_bits(h)
+
+
+def nmi(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """NMI (Hossny's normalised MI, MEFB's metricsNMI): 2 (MI(a, F) / (H(a) + H(F)) + MI(b, F)
+    / (H(b) + H(F))), 256-bin histograms of the normalize1'd images, bits."""
+    total = 0.0
+    for src in (a, b):
+        h = _joint_pdf_normalised(src, f)
+        hx, hy, hxy = _pdf_entropies(h)
+        total += (hx + hy - hxy) / (hx + hy)
+    return 2.0 * total
+
+
+def tsallis_metric(a: np.ndarray, b: np.ndarray, f: np.ndarray, q: float = 1.85) -> float:
+    """TE (Cvejic's Tsallis-entropy metric, q = 1.85): sum over the sources of (1 - sum h(i,
+    j)^q / (m(i) n(j))^(q-1)) / (1 - q), with the reference's marginals crossed: m(i) is
+    P(F = i) and n(j) is P(src = j) while h(i, j) is P(src = i, F = j) (sum(h) and sum(h') of
+    MATLAB indexed as if they were the other way round). Pairs with m(i) n(j) = 0 are skipped."""
+    total = 0.0
+    for src in (a, b):
+        h = _joint_pdf_normalised(src, f)
+        outer = np.outer(h.sum(axis=0), h.sum(axis=1))  # (i, j) -> P(F = i) P(src = j)
+        keep = outer != 0
+        with _errstate():
+            total += (1.0 - float(np.sum(h[keep] ** q / outer[keep] ** (q - 1.0)))) / (1.0 - q)
+    return total
+
+
+def qncie(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qncie (Wang's nonlinear correlation information entropy): the 3x3 matrix of nonlinear
+    correlation coefficients NCC = (H(x) + H(y) - H(x, y)) / 8 between a, b, F (256-bin
+    histograms of the normalize1'd images), its eigenvalues r, 1 + sum(r / 3 log2(r / 3)) / 8."""
+    ncc = []
+    for x, y in ((a, b), (a, f), (b, f)):
+        hx, hy, hxy = _pdf_entropies(_joint_pdf_normalised(x, y))
+        ncc.append((hx + hy - hxy) / 8.0)
+    if not np.isfinite(ncc).all():
+        return math.nan
+    r = np.linalg.eigvalsh(np.array([[1.0, ncc[0], ncc[1]], [ncc[0], 1.0, ncc[2]],
+                                     [ncc[1], ncc[2], 1.0]]))
+    with _errstate():
+        hr = -float(np.sum(r * np.log2(r / 3.0) / 3.0)) / 8.0
+    return 1.0 - hr
+
+
+# --------------------------------------------------------------------------------------------
+# SSIM-based fusion metrics (Cvejic's Qc, Yang's Qy, Piella's edge-weighted Qw)
+
+
+def ssim_moments(x: np.ndarray, y: np.ndarray, window: int, sigma: float, c1: float,
+                 c2: float):
+    """Wang's SSIM map with a window x window Gaussian ('valid' filter2) and its local
+    (sigma_x^2, sigma_y^2, sigma_xy), variances as E[x^2] - E[x]^2."""
+    g = gaussian_1d(window, sigma)
+    mx, my = filter_separable(x, g, "valid"), filter_separable(y, g, "valid")
+    mxx, myy, mxy = mx * mx, my * my, mx * my
+    sxx = filter_separable(x * x, g, "valid") - mxx
+    syy = filter_separable(y * y, g, "valid") - myy
+    sxy = filter_separable(x * y, g, "valid") - mxy
+    with _errstate():
+        ssim_map = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mxx + myy + c1) * (sxx + syy + c2))
+    return ssim_map, sxx, syy, sxy
+
+
+_YANG_C = 2e-16  # C1 = C2 of the 7x7 ssim_yang in Qc and Qy
+
+
+def qc(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qc (Cvejic): SSIM(a, F) and SSIM(b, F) maps (7x7 Gaussian, sd 1.5, C1 = C2 = 2e-16)
+    mixed by s = sigma_aF / (sigma_aF + sigma_bF), set to 0 where s < 0 and 1 where s > 1,
+    mean of the non-NaN values."""
+    map_a, _, _, s_af = ssim_moments(a, f, 7, 1.5, _YANG_C, _YANG_C)
+    map_b, _, _, s_bf = ssim_moments(b, f, 7, 1.5, _YANG_C, _YANG_C)
+    with _errstate():
+        s = s_af / (s_af + s_bf)
+        sim = s * map_a + (1.0 - s) * map_b
+    sim = np.where(s < 0, 0.0, np.where(s > 1, 1.0, sim))
+    sim = sim[~np.isnan(sim)]
+    return float(np.mean(sim)) if sim.size else math.nan
+
+
+def qy(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qy (Yang): where SSIM(a, b) >= 0.75 the variance-weighted mix lambda SSIM(a, F) + (1 -
+    lambda) SSIM(b, F), lambda = sigma_a^2 / (sigma_a^2 + sigma_b^2), elsewhere max(SSIM(a, F),
+    SSIM(b, F)) (NaN ignored, as MATLAB's max); 7x7 windows, C1 = C2 = 2e-16; mean of the
+    non-NaN values."""
+    map_ab, s_a, s_b, _ = ssim_moments(a, b, 7, 1.5, _YANG_C, _YANG_C)
+    map_a = ssim_moments(a, f, 7, 1.5, _YANG_C, _YANG_C)[0]
+    map_b = ssim_moments(b, f, 7, 1.5, _YANG_C, _YANG_C)[0]
+    similar = map_ab >= 0.75
+    with _errstate():
+        lam = s_a / (s_a + s_b)
+        q = (lam * map_a + (1.0 - lam) * map_b) * similar + np.fmax(map_a, map_b) * ~similar
+    q = q[~np.isnan(q)]
+    return float(np.mean(q)) if q.size else math.nan
+
+
+def _prewitt_magnitude(img: np.ndarray) -> np.ndarray:
+    """sqrt(X^2 + Y^2), filter2 'same' with [1 0 -1] (x3 rows) and [1 1 1; 0 0 0; -1 -1 -1]."""
+    gx = ndimage.correlate1d(ndimage.correlate1d(img, [1.0, 0.0, -1.0], axis=1, mode="constant"),
+                             [1.0, 1.0, 1.0], axis=0, mode="constant")
+    gy = ndimage.correlate1d(ndimage.correlate1d(img, [1.0, 0.0, -1.0], axis=0, mode="constant"),
+                             [1.0, 1.0, 1.0], axis=1, mode="constant")
+    return np.sqrt(gx * gx + gy * gy)
+
+
+def qw(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qw (Piella's weighted fusion quality index, metricsQw's case 3, alpha 1): on the Prewitt
+    edge magnitudes, sum over windows of c_w (lambda SSIM(a', F') + (1 - lambda) SSIM(b', F')),
+    lambda = s_a / (s_a + s_b) and c_w = max(s_a, s_b) / its sum, s the local variances of
+    a', b' (both raised by 0.5 where both are 0); Wang's SSIM, 11x11 Gaussian, L = 255."""
+    c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
+    ea, eb, ef = _prewitt_magnitude(a), _prewitt_magnitude(b), _prewitt_magnitude(f)
+    _, s_a, s_b, _ = ssim_moments(ea, eb, 11, 1.5, c1, c2)
+    flat = (s_a + s_b) == 0
+    s_a, s_b = s_a + 0.5 * flat, s_b + 0.5 * flat
+    lam = s_a / (s_a + s_b)
+    map_a = ssim_moments(ef, ea, 11, 1.5, c1, c2)[0]
+    map_b = ssim_moments(ef, eb, 11, 1.5, c1, c2)[0]
+    cw = np.maximum(s_a, s_b)
+    with _errstate():
+        return float(np.sum(cw / np.sum(cw) * (lam * map_a + (1.0 - lam) * map_b)))
+
+
+# --------------------------------------------------------------------------------------------
+# VIFF (Han et al.'s visual information fidelity for fusion, MEFB's metricsVIF)
+
+
+def _viff_scales(ref: np.ndarray, dist: np.ndarray, noise_var: float):
+    """ComVidVindG: per scale 1..4 (Gaussian N = 2^(5-s) + 1, sd N / 5, 'valid', the image
+    filtered and halved before scales 2..4) the VID and VIND maps and the gain g."""
+    out = []
+    for scale in range(1, 5):
+        n = 2 ** (4 - scale + 1) + 1
+        win = gaussian_1d(n, n / 5.0)
+        if scale > 1:
+            ref = filter_separable(ref, win, "valid")[::2, ::2]
+            dist = filter_separable(dist, win, "valid")[::2, ::2]
+        mu1, mu2 = filter_separable(ref, win, "valid"), filter_separable(dist, win, "valid")
+        s1 = np.maximum(filter_separable(ref * ref, win, "valid") - mu1 * mu1, 0.0)
+        s2 = np.maximum(filter_separable(dist * dist, win, "valid") - mu2 * mu2, 0.0)
+        s12 = filter_separable(ref * dist, win, "valid") - mu1 * mu2
+        g = s12 / (s1 + 1e-10)
+        sv = s2 - g * s12
+        low1 = s1 < 1e-10
+        g[low1], sv[low1], s1[low1] = 0.0, s2[low1], 0.0
+        low2 = s2 < 1e-10
+        g[low2], sv[low2] = 0.0, 0.0
+        neg = g < 0
+        sv[neg], g[neg] = s2[neg], 0.0
+        sv[sv <= 1e-10] = 1e-10
+        out.append((np.log10(1 + g * g * s1 / (sv + noise_var)), np.log10(1 + s1 / noise_var), g))
+    return out
+
+
+def viff(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """VIFF: at each of 4 scales, per pixel the source with the smaller gain g supplies VID and
+    VIND; F_s = sum(VID + 1e-7) / sum(VIND + 1e-7); VIFF = sum(F_s p_s), p = [1 0 0.15 1] / 2.15;
+    noise variance 0.005 * 255^2."""
+    scales_a = _viff_scales(a, f, 0.005 * 255 * 255)
+    scales_b = _viff_scales(b, f, 0.005 * 255 * 255)
+    weights = np.array([1.0, 0.0, 0.15, 1.0]) / 2.15
+    ratios = []
+    for (vid_a, vind_a, g_a), (vid_b, vind_b, g_b) in zip(scales_a, scales_b):
+        take_a = g_a < g_b
+        vid = np.where(take_a, vid_a, vid_b)
+        vind = np.where(take_a, vind_a, vind_b)
+        ratios.append(float(np.sum(vid + 1e-7)) / float(np.sum(vind + 1e-7)))
+    return float(np.sum(np.array(ratios) * weights))

@@ -183,6 +183,60 @@ def _tang_single(name: str, f: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> fl
 
 
 # --------------------------------------------------------------------------------------------
+# MEFB
+
+
+def _mefb_grey(name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """One MEFB metric on one channel: metricsX(imgA, imgB, fused)'s inner function."""
+    if name == "CE":
+        return (tm.cross_entropy(a, f) + tm.cross_entropy(b, f)) / 2.0
+    if name == "PSNR":  # VIFB's 'mse' helper, sqrt(SSE) / (m n), under the name PSNR
+        return tm.psnr_from((tm.vifb_rmse_term(a, f) + tm.vifb_rmse_term(b, f)) / 2.0)
+    if name == "Qabf":
+        return tm.qabf(a, b, f, scale=255.0)
+    return _MEFB_GREY[name](a, b, f)
+
+
+_MEFB_GREY: Dict[str, Callable] = {
+    "EN": lambda a, b, f: tm.entropy(f),
+    "NMI": tm.nmi,
+    "Qncie": tm.qncie,
+    "TE": tm.tsallis_metric,
+    "AG": lambda a, b, f: tm.average_gradient(f, "(r-1)(c-1)"),
+    "EI": lambda a, b, f: tm.edge_intensity(f),
+    "SD": lambda a, b, f: tm.standard_deviation(f),
+    "SF": lambda a, b, f: tm.spatial_frequency(f, normalise="mn"),
+    "Qc": tm.qc,
+    "Qw": tm.qw,
+    "Qy": tm.qy,
+    "Qcb": lambda a, b, f: tm.qcb(a, b, f, im2double=True),
+    "Qcv": tm.qcv,
+    "VIFF": tm.viff,
+}
+
+
+def _mefb_metric(name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """MEFB's colour handling: colour sources and fused image channel by channel, the channel
+    values averaged; grey sources with a colour fused image: its first (red) channel, except
+    AG, which takes rgb2gray of the double image (unrounded). MEF-SSIM converts all three with
+    rgb2gray (uint8) and fails on grey images in MEFB's code: NaN here."""
+    if a.ndim != b.ndim or (a.ndim == 3 and f.ndim == 2):
+        raise ValueError("MEFB's metrics need both sources grey, or sources and fused image all "
+                         "colour; convert the images to one kind")
+    if name == "MEF_SSIM":
+        if a.ndim == 2:
+            return math.nan
+        a, b, f = matlab_rgb2gray(a), matlab_rgb2gray(b), matlab_rgb2gray(f)
+        return tm.mef_ssim_multiscale(a, b, f)
+    if a.ndim == 2 and f.ndim == 3:
+        f = (_RGB2GRAY[0] * f[..., 0] + _RGB2GRAY[1] * f[..., 1] + _RGB2GRAY[2] * f[..., 2]
+             if name == "AG" else f[..., 0])
+    if f.ndim == 2:
+        return _mefb_grey(name, a, b, f)
+    return float(np.mean([_mefb_grey(name, a[..., k], b[..., k], f[..., k]) for k in range(3)]))
+
+
+# --------------------------------------------------------------------------------------------
 # profiles
 
 
@@ -205,12 +259,18 @@ class ToolkitProfile:
 
 VIFB_COLUMNS = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE", "SSIM", "Qcb",
                 "Qcv")
+MEFB_COLUMNS = ("CE", "EN", "NMI", "PSNR", "Qncie", "TE", "AG", "EI", "Qabf", "SD", "SF", "Qc",
+                "Qw", "Qy", "MEF_SSIM", "Qcb", "Qcv", "VIFF")
 TANG_COLUMNS = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf", "Nabf",
                 "Nabf_tang_order", "SSIM", "MS_SSIM", "FMI_dct")
 
 
 def _vifb_compute(f, ir, vi) -> Dict[str, float]:
     return {name: _vifb_metric(name, vi, ir, f) for name in VIFB_COLUMNS}
+
+
+def _mefb_compute(f, a, b) -> Dict[str, float]:
+    return {name: _mefb_metric(name, a, b, f) for name in MEFB_COLUMNS}
 
 
 def _tang_compute(f, ir, vi) -> Dict[str, float]:
@@ -223,6 +283,10 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
         "vifb", "VIFB's 13 metrics with its MATLAB conventions (colour images channel by "
         "channel; RMSE = sqrt(SSE)/(m n); SSIM summed over the two sources)", VIFB_COLUMNS,
         _vifb_compute, lambda name, f, ir, vi: _vifb_metric(name, vi, ir, f)),
+    "mefb": ToolkitProfile(
+        "mefb", "MEFB's metrics with its MATLAB conventions, metricsX(A = infrared, B = visible, "
+        "fused); colour images channel by channel; FMI (edge features) and Qp not computed",
+        MEFB_COLUMNS, _mefb_compute, lambda name, f, a, b: _mefb_metric(name, a, b, f)),
     "tang": ToolkitProfile(
         "tang", "Tang's Evaluation-for-Image-Fusion (analysis_Reference.m), grey uint8 inputs; "
         "Nabf_tang_order is what its script reports (arguments out of order); SSIM follows "

@@ -7,7 +7,11 @@ How the committed reference values were made (run from the repository root):
     # the toolkits, unchanged, side by side in one folder (any checkout of these commits):
     #   VIFB/                          github.com/xingchenzhang/VIFB @ 22b2ea9d
     #   Evaluation-for-Image-Fusion/   github.com/Linfeng-Tang/Evaluation-for-Image-Fusion @ 0e87153b
-    python3 tools/octave_toolkit_reference.py --toolkits /path/to/folder
+    #   MEFB/                          github.com/xingchenzhang/MEFB @ 9e185bf8
+    python3 tools/octave_toolkit_reference.py --toolkits /path/to/folder [--kits mefb]
+
+``--kits`` reruns only the named toolkits and keeps the other stored values (MEFB runs in its
+own Octave process: its metricsX.m files share VIFB's names).
 
 It writes the crops (PNG) and ``octave_reference.json`` (every value with 17 significant
 digits, the Octave version and the toolkit commits). The tests read only those files. Octave
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +41,13 @@ VIFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "MI": "Mutinf", "PSNR": "P
               "SF": "Spatial_frequency", "RMSE": "Rmse", "SSIM": "Ssim", "Qcb": "Qcb", "Qcv": "Qcv"}
 FMI_CASES = ("tno_mean", "kettle_colour", "walkingnight_grey_ir", "constant_fused")
 FMI_CROP = "{1:20, 1:24}"  # FMI_dct is computed on this top-left corner of those cases
+# MEFB's util/configMetrics.m, in its order, as {column: metricsX file}; FMI (default 'edge'
+# features) stops in Octave, whose edge() refuses doubles outside 0..1, so it is not run.
+MEFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "NMI": "NMI", "PSNR": "Psnr",
+              "Qncie": "Qncie", "TE": "TE", "AG": "Avg_gradient", "EI": "Edge_intensity",
+              "Qabf": "Qabf", "Qp": "Qp", "SD": "SD", "SF": "Spatial_frequency", "Qc": "Qc",
+              "Qw": "Qw", "Qy": "Qy", "MEF_SSIM": "MEF_SSIM", "Qcb": "Qcb", "Qcv": "Qcv",
+              "VIFF": "VIF"}
 TANG_NAMES = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf")
 
 SHIMS = {
@@ -119,29 +131,31 @@ def _octave_program(case_dir: Path, names) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mefb_program(case_dir: Path, names) -> str:
+    """MEFB's compute_metrics.m call, metricsX(imgA, imgB, fused), with A = infrared and
+    B = visible as imread gives them; an error is stored as the missing value."""
+    lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');"]
+    for case in names:
+        lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
+                     f" B = imread('{case_dir}/{case}_vi.png');")
+        for col, fname in MEFB_FILES.items():
+            lines.append(f"try, v = metrics{fname}(A, B, F); catch e, v = -9999; disp(e.message); end")
+            lines.append(f"printf('R %s mefb %s %.17g\\n', '{case}', '{col}', v);")
+    return "\n".join(lines) + "\n"
+
+
 TANG_EASY = """function [EN, SF, SD, PSNR, MSE, MI, VIF, AG, CC, SCD, Qabf] = tang_easy(F, A, B)
   [EN, SF, SD, PSNR, MSE, MI, VIF, AG, CC, SCD, Qabf] = analysis_Reference(F, A, B, 1);
 end
 """
 
 
-def run_octave(toolkits: Path, case_dir: Path, names) -> dict:
+def _run_program(prog: str) -> dict:
+    """Run an Octave program and collect its 'R case kit column value' lines."""
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        shims, real = tmp / "shims", tmp / "real_ifft2"
-        shims.mkdir()
-        real.mkdir()
-        for name, text in SHIMS.items():
-            (shims / name).write_text(text)
-        (real / "ifft2.m").write_text(REAL_IFFT2)
-        (tmp / "tang_easy.m").write_text(TANG_EASY)
-        vifb = toolkits / "VIFB" / "metrics"
-        tang = toolkits / "Evaluation-for-Image-Fusion" / "Evaluation"
-        prog = (f"addpath('{tmp}'); addpath('{tang}'); addpath('{vifb}'); addpath('{shims}');"
-                f" addpath('{real}');\n" + _octave_program(case_dir, names))
-        (tmp / "run.m").write_text(prog)
-        # freqspace: Octave's own (if it has one) takes precedence over the shim
-        proc = subprocess.run(["octave-cli", "--no-gui", str(tmp / "run.m")], capture_output=True,
+        run = Path(tmp) / "run.m"
+        run.write_text(prog)
+        proc = subprocess.run(["octave-cli", "--no-gui", str(run)], capture_output=True,
                               text=True, timeout=3600)
     values: dict = {}
     for line in proc.stdout.splitlines():
@@ -155,10 +169,53 @@ def run_octave(toolkits: Path, case_dir: Path, names) -> dict:
     return values
 
 
+def _shim_folders(tmp: Path) -> str:
+    """Write the shims; the addpath line that puts them (and the real-ifft2 one) last."""
+    shims, real = tmp / "shims", tmp / "real_ifft2"
+    shims.mkdir()
+    real.mkdir()
+    for name, text in SHIMS.items():
+        (shims / name).write_text(text)
+    (real / "ifft2.m").write_text(REAL_IFFT2)
+    (tmp / "tang_easy.m").write_text(TANG_EASY)
+    # freqspace: Octave's own (if it has one) takes precedence over the shim
+    return f"addpath('{tmp}'); addpath('{shims}'); addpath('{real}');"
+
+
+def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
+    """{case: {kit: {column: value}}} for the kits asked for: VIFB and Tang's in one Octave
+    process, MEFB in another."""
+    values: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shims = _shim_folders(Path(tmp))
+        runs = []
+        if {"vifb", "tang"} & set(kits):
+            vifb = toolkits / "VIFB" / "metrics"
+            tang = toolkits / "Evaluation-for-Image-Fusion" / "Evaluation"
+            runs.append(f"addpath('{tang}'); addpath('{vifb}'); {shims}\n"
+                        + _octave_program(case_dir, names))
+        if "mefb" in kits:
+            runs.append(f"addpath('{toolkits / 'MEFB' / 'metrics'}'); {shims}\n"
+                        + _mefb_program(case_dir, names))
+        for prog in runs:
+            for case, by_kit in _run_program(prog).items():
+                values.setdefault(case, {}).update(by_kit)
+    return values
+
+
+TOOLKIT_COMMITS = {"VIFB": "xingchenzhang/VIFB@22b2ea9d91499cc5962d9bdcae9c290270f0fade",
+                   "tang": "Linfeng-Tang/Evaluation-for-Image-Fusion@"
+                           "0e87153be77320e31ef2cabb5820518d2ac56bac",
+                   "MEFB": "xingchenzhang/MEFB@9e185bf88de280b12a2d9a2ff12d66e40bc1ff91"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--toolkits", type=Path, required=True,
-                   help="folder holding VIFB/ and Evaluation-for-Image-Fusion/")
+                   help="folder holding VIFB/, Evaluation-for-Image-Fusion/ and MEFB/")
+    p.add_argument("--kits", nargs="+", choices=("vifb", "tang", "mefb"),
+                   default=["vifb", "tang", "mefb"],
+                   help="toolkits to run; the stored values of the others are kept")
     args = p.parse_args()
     cases = make_cases()
     crops = OUT / "crops"
@@ -166,17 +223,20 @@ def main() -> None:
     for name, (f, ir, vi) in cases.items():
         for role, img in (("fused", f), ("ir", ir), ("vi", vi)):
             Image.fromarray(img).save(crops / f"{name}_{role}.png")
-    values = run_octave(args.toolkits, crops, list(cases))
+    fresh = run_octave(args.toolkits, crops, list(cases), args.kits)
+    target = OUT / "octave_reference.json"
+    values = json.loads(target.read_text())["values"] if target.exists() else {}
+    for case, by_kit in fresh.items():
+        values.setdefault(case, {}).update(by_kit)
     version = subprocess.run(["octave-cli", "--eval", "disp(version)"], capture_output=True,
                              text=True).stdout.strip()
     doc = {"source": "tools/octave_toolkit_reference.py", "octave": version,
            "fmi_crop": "tang_corner values are of the top-left 20x24 corner of the case's images",
-           "toolkits": {"VIFB": "xingchenzhang/VIFB@22b2ea9d91499cc5962d9bdcae9c290270f0fade",
-                        "tang": "Linfeng-Tang/Evaluation-for-Image-Fusion@"
-                                "0e87153be77320e31ef2cabb5820518d2ac56bac"},
-           "missing_value": -9999, "values": values}
-    (OUT / "octave_reference.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUT / 'octave_reference.json'}: {len(values)} cases")
+           "toolkits": TOOLKIT_COMMITS, "missing_value": -9999, "values": values}
+    partial = target.with_suffix(".json.part")
+    partial.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    os.replace(partial, target)  # a reader never sees half a file
+    print(f"wrote {target}: {len(values)} cases")
 
 
 if __name__ == "__main__":
