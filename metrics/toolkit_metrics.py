@@ -640,25 +640,32 @@ def ssim_moments(x: np.ndarray, y: np.ndarray, window: int, sigma: float, c1: fl
 _YANG_C = 2e-16  # C1 = C2 of the 7x7 ssim_yang in Qc and Qy
 
 
-def qc(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+def qc(a: np.ndarray, b: np.ndarray, f: np.ndarray, drop_nan: bool = True) -> float:
     """Qc (Cvejic): SSIM(a, F) and SSIM(b, F) maps (7x7 Gaussian, sd 1.5, C1 = C2 = 2e-16)
     mixed by s = sigma_aF / (sigma_aF + sigma_bF), set to 0 where s < 0 and 1 where s > 1,
-    mean of the non-NaN values."""
+    then the mean: of the non-NaN values (``drop_nan``, MEFB) or of all (Liu's metricCvejic,
+    NaN if any window is 0/0)."""
     map_a, _, _, s_af = ssim_moments(a, f, 7, 1.5, _YANG_C, _YANG_C)
     map_b, _, _, s_bf = ssim_moments(b, f, 7, 1.5, _YANG_C, _YANG_C)
     with _errstate():
         s = s_af / (s_af + s_bf)
         sim = s * map_a + (1.0 - s) * map_b
     sim = np.where(s < 0, 0.0, np.where(s > 1, 1.0, sim))
-    sim = sim[~np.isnan(sim)]
-    return float(np.mean(sim)) if sim.size else math.nan
+    return _mean_of(sim, drop_nan)
 
 
-def qy(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+def _mean_of(values: np.ndarray, drop_nan: bool) -> float:
+    """mean2 of the values, or of the non-NaN ones (NaN when none is left)."""
+    if drop_nan:
+        values = values[~np.isnan(values)]
+    return float(np.mean(values)) if values.size else math.nan
+
+
+def qy(a: np.ndarray, b: np.ndarray, f: np.ndarray, drop_nan: bool = True) -> float:
     """Qy (Yang): where SSIM(a, b) >= 0.75 the variance-weighted mix lambda SSIM(a, F) + (1 -
     lambda) SSIM(b, F), lambda = sigma_a^2 / (sigma_a^2 + sigma_b^2), elsewhere max(SSIM(a, F),
-    SSIM(b, F)) (NaN ignored, as MATLAB's max); 7x7 windows, C1 = C2 = 2e-16; mean of the
-    non-NaN values."""
+    SSIM(b, F)) (NaN ignored, as MATLAB's max); 7x7 windows, C1 = C2 = 2e-16; the mean of the
+    non-NaN values (``drop_nan``, MEFB) or of all (Liu's metricYang)."""
     map_ab, s_a, s_b, _ = ssim_moments(a, b, 7, 1.5, _YANG_C, _YANG_C)
     map_a = ssim_moments(a, f, 7, 1.5, _YANG_C, _YANG_C)[0]
     map_b = ssim_moments(b, f, 7, 1.5, _YANG_C, _YANG_C)[0]
@@ -666,8 +673,7 @@ def qy(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     with _errstate():
         lam = s_a / (s_a + s_b)
         q = (lam * map_a + (1.0 - lam) * map_b) * similar + np.fmax(map_a, map_b) * ~similar
-    q = q[~np.isnan(q)]
-    return float(np.mean(q)) if q.size else math.nan
+    return _mean_of(q, drop_nan)
 
 
 def _prewitt_magnitude(img: np.ndarray) -> np.ndarray:
@@ -679,22 +685,26 @@ def _prewitt_magnitude(img: np.ndarray) -> np.ndarray:
     return np.sqrt(gx * gx + gy * gy)
 
 
-def qw(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
-    """Qw (Piella's weighted fusion quality index, metricsQw's case 3, alpha 1): on the Prewitt
-    edge magnitudes, sum over windows of c_w (lambda SSIM(a', F') + (1 - lambda) SSIM(b', F')),
-    lambda = s_a / (s_a + s_b) and c_w = max(s_a, s_b) / its sum, s the local variances of
-    a', b' (both raised by 0.5 where both are 0); Wang's SSIM, 11x11 Gaussian, L = 255."""
+def piella(a: np.ndarray, b: np.ndarray, f: np.ndarray, weighting: str = "max-variance",
+           on_edges: bool = True) -> float:
+    """Piella's fusion quality index: lambda SSIM(a, F) + (1 - lambda) SSIM(b, F) per window,
+    lambda = s_a / (s_a + s_b) from the local variances of a and b (both raised by 0.5 where
+    both are 0); Wang's SSIM (11x11 Gaussian, L = 255, 'valid'). ``weighting`` 'none': the
+    mean over windows (Liu's Qs, metricPeilla sw 1); 'max-variance': windows weighted by
+    max(s_a, s_b) / its sum (Qw). ``on_edges``: computed on the Prewitt edge magnitudes of the
+    images (MEFB's metricsQw, case 3 with alpha 1) instead of the images."""
     c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
-    ea, eb, ef = _prewitt_magnitude(a), _prewitt_magnitude(b), _prewitt_magnitude(f)
-    _, s_a, s_b, _ = ssim_moments(ea, eb, 11, 1.5, c1, c2)
+    if on_edges:
+        a, b, f = _prewitt_magnitude(a), _prewitt_magnitude(b), _prewitt_magnitude(f)
+    _, s_a, s_b, _ = ssim_moments(a, b, 11, 1.5, c1, c2)
     flat = (s_a + s_b) == 0
     s_a, s_b = s_a + 0.5 * flat, s_b + 0.5 * flat
     lam = s_a / (s_a + s_b)
-    map_a = ssim_moments(ef, ea, 11, 1.5, c1, c2)[0]
-    map_b = ssim_moments(ef, eb, 11, 1.5, c1, c2)[0]
+    q = lam * ssim_moments(f, a, 11, 1.5, c1, c2)[0] + (1.0 - lam) * ssim_moments(f, b, 11, 1.5, c1, c2)[0]
+    if weighting == "none":
+        return float(np.mean(q))
     cw = np.maximum(s_a, s_b)
-    with _errstate():
-        return float(np.sum(cw / np.sum(cw) * (lam * map_a + (1.0 - lam) * map_b)))
+    return float(np.sum(cw / np.sum(cw) * q))
 
 
 # --------------------------------------------------------------------------------------------
@@ -742,3 +752,77 @@ def viff(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
         vind = np.where(take_a, vind_a, vind_b)
         ratios.append(float(np.sum(vid + 1e-7)) / float(np.sum(vind + 1e-7)))
     return float(np.sum(np.array(ratios) * weights))
+
+
+# --------------------------------------------------------------------------------------------
+# Liu's toolbox (zhengliu6699/imageFusionMetrics): the metrics no other toolkit has
+
+
+def tsallis_nava(a: np.ndarray, b: np.ndarray, f: np.ndarray, q: float = 0.43137) -> float:
+    """Qte (metricMI sw 3, Nava's q = 0.43137): (T(a, F) + T(b, F)) / (H_a^q + H_b^q + T(a,
+    b)), T the Tsallis term of ``tsallis_metric`` (with its crossed marginals), H the
+    marginal entropies (bits) of the normalize1'd sources."""
+    def term(x, y):
+        h = _joint_pdf_normalised(x, y)
+        outer = np.outer(h.sum(axis=0), h.sum(axis=1))
+        keep = outer != 0
+        return (1.0 - float(np.sum(h[keep] ** q / outer[keep] ** (q - 1.0)))) / (1.0 - q)
+    h_a, h_b, _ = _pdf_entropies(_joint_pdf_normalised(a, b))
+    with _errstate():
+        return (term(a, f) + term(b, f)) / (h_a ** q + h_b ** q + term(a, b))
+
+
+def _xydeas_edges(img: np.ndarray):
+    """Sobel (filter2 'same') strength and atan(Y / X) with X raised by 1e-5 where it is 0."""
+    gx, gy = sobel_xy(img)
+    g = np.sqrt(gx * gx + gy * gy)
+    return g, np.arctan(gy / (gx + 1e-5 * (gx == 0)))
+
+
+def xydeas_liu(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qg (Liu's metricXydeas): per pixel (Q_aF g_a + Q_bF g_b) / (g_a + g_b), mean over pixels;
+    Q = 1 / (1 + e^(-10 (G - 0.5))) * 1 / (1 + e^(-20 (A - 0.75))), G the strength ratio
+    (smaller over larger), A = |(|alpha_s - alpha_F| - pi/2)| 2 / pi. Zero strengths are raised
+    by 1e-5 where the reference does it, in its order (F's before the ratio of the first source,
+    so the second source sees it raised)."""
+    g_f, ang_f = _xydeas_edges(f)
+    preserved, weights = [], []
+    for src in (a, b):
+        g_s, ang_s = _xydeas_edges(src)
+        larger = g_s > g_f
+        g_s = g_s + 1e-5 * (g_s == 0)
+        up = g_f / g_s
+        g_f = g_f + 1e-5 * (g_f == 0)
+        ratio = np.where(larger, up, g_s / g_f)
+        agree = np.abs(np.abs(ang_s - ang_f) - math.pi / 2) * 2.0 / math.pi
+        preserved.append(1.0 / (1.0 + np.exp(-10.0 * (ratio - 0.5)))
+                         / (1.0 + np.exp(-20.0 * (agree - 0.75))))
+        weights.append(g_s)
+    return float(np.mean((preserved[0] * weights[0] + preserved[1] * weights[1])
+                         / (weights[0] + weights[1])))
+
+
+def _directional_squares(img: np.ndarray) -> list:
+    """The four first differences of metricZheng: along rows, columns, the main diagonal and
+    the anti-diagonal (im(i, j) - im(i-1, j+1))."""
+    return [img[:, :-1] - img[:, 1:], img[:-1, :] - img[1:, :], img[1:, 1:] - img[:-1, :-1],
+            img[1:, :-1] - img[:-1, 1:]]
+
+
+def spatial_frequency_ratio(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qsf (Zheng's rSFe, Liu's metricZheng): (SF_F - SF_R) / SF_R with the four-direction SF
+    (diagonals weighted by sqrt(2)/2, every sum divided by m n) and the reference SF_R built
+    from the larger absolute difference of the two sources in each direction; -1 for a
+    constant fused image, NaN when both sources are constant (0/0)."""
+    wd = math.sqrt(2.0) / 2.0
+    weights = (1.0, 1.0, wd, wd)
+    n = f.size
+    sf_f = math.sqrt(sum(w * float(np.sum(d * d)) / n
+                         for w, d in zip(weights, _directional_squares(f))))
+    sf_r2 = 0.0
+    for w, d_a, d_b in zip(weights, _directional_squares(a), _directional_squares(b)):
+        m = np.maximum(np.abs(d_a), np.abs(d_b))
+        sf_r2 += w * float(np.sum(m * m)) / n
+    sf_r = math.sqrt(sf_r2)
+    with _errstate():
+        return float(np.float64(sf_f - sf_r) / np.float64(sf_r))

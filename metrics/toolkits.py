@@ -4,6 +4,10 @@ which conventions, and how each toolkit reads and pairs colour images.
 ``vifb``  VIFB (Zhang et al., CVPRW 2020; github.com/xingchenzhang/VIFB), its 13 metrics as
           compute_metrics.m calls them: metricsX(visible, infrared, fused), colour images
           channel by channel.
+``mefb``  MEFB (Zhang, Information Fusion 2021; github.com/xingchenzhang/MEFB), compute_metrics.m's
+          metricsX(A, B, fused), colour images channel by channel.
+``liu``   Liu's imageFusionMetrics (TPAMI 2012; github.com/zhengliu6699/imageFusionMetrics),
+          fusionAssess(A, B, fused) on grey double images.
 ``tang``  Tang's evaluation (github.com/Linfeng-Tang/Evaluation-for-Image-Fusion,
           Evaluation/analysis_Reference.m), used by the IVF papers since SeAFusion: images
           read as uint8 grey (rgb2gray), analysis_Reference(fused, infrared, visible).
@@ -207,7 +211,7 @@ _MEFB_GREY: Dict[str, Callable] = {
     "SD": lambda a, b, f: tm.standard_deviation(f),
     "SF": lambda a, b, f: tm.spatial_frequency(f, normalise="mn"),
     "Qc": tm.qc,
-    "Qw": tm.qw,
+    "Qw": tm.piella,
     "Qy": tm.qy,
     "Qcb": lambda a, b, f: tm.qcb(a, b, f, im2double=True),
     "Qcv": tm.qcv,
@@ -237,6 +241,31 @@ def _mefb_metric(name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray) -> floa
 
 
 # --------------------------------------------------------------------------------------------
+# Liu's toolbox
+
+
+_LIU: Dict[str, Callable] = {
+    "Qmi": tm.nmi,
+    "Qte": tm.tsallis_nava,
+    "Qncie": tm.qncie,
+    "Qg": tm.xydeas_liu,
+    "Qsf": tm.spatial_frequency_ratio,
+    "Qs": lambda a, b, f: tm.piella(a, b, f, weighting="none", on_edges=False),
+    "Qc": lambda a, b, f: tm.qc(a, b, f, drop_nan=False),
+    "Qy": lambda a, b, f: tm.qy(a, b, f, drop_nan=False),
+    "Qcv": tm.qcv,
+    "Qcb": tm.qcb,
+}
+
+
+def _liu_metric(name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """One metric of Liu's fusionAssess(im1 = a, im2 = b, fused) on double images; the toolbox
+    is for grey images, so a colour image is made grey with MATLAB's rgb2gray (rounded) first."""
+    a, b, f = (matlab_rgb2gray(x) if x.ndim == 3 else x for x in (a, b, f))
+    return _LIU[name](a, b, f)
+
+
+# --------------------------------------------------------------------------------------------
 # profiles
 
 
@@ -261,6 +290,7 @@ VIFB_COLUMNS = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE"
                 "Qcv")
 MEFB_COLUMNS = ("CE", "EN", "NMI", "PSNR", "Qncie", "TE", "AG", "EI", "Qabf", "SD", "SF", "Qc",
                 "Qw", "Qy", "MEF_SSIM", "Qcb", "Qcv", "VIFF")
+LIU_COLUMNS = ("Qmi", "Qte", "Qncie", "Qg", "Qsf", "Qs", "Qc", "Qy", "Qcv", "Qcb")
 TANG_COLUMNS = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf", "Nabf",
                 "Nabf_tang_order", "SSIM", "MS_SSIM", "FMI_dct")
 
@@ -271,6 +301,10 @@ def _vifb_compute(f, ir, vi) -> Dict[str, float]:
 
 def _mefb_compute(f, a, b) -> Dict[str, float]:
     return {name: _mefb_metric(name, a, b, f) for name in MEFB_COLUMNS}
+
+
+def _liu_compute(f, a, b) -> Dict[str, float]:
+    return {name: _liu_metric(name, a, b, f) for name in LIU_COLUMNS}
 
 
 def _tang_compute(f, ir, vi) -> Dict[str, float]:
@@ -287,6 +321,11 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
         "mefb", "MEFB's metrics with its MATLAB conventions, metricsX(A = infrared, B = visible, "
         "fused); colour images channel by channel; FMI (edge features) and Qp not computed",
         MEFB_COLUMNS, _mefb_compute, lambda name, f, a, b: _mefb_metric(name, a, b, f)),
+    "liu": ToolkitProfile(
+        "liu", "Liu's imageFusionMetrics (fusionAssess.m, Liu et al. TPAMI 2012), "
+        "fusionAssess(A = infrared, B = visible, fused), colour made grey by rgb2gray; Qm "
+        "(matlabPyrTools MEX) and Qp not computed", LIU_COLUMNS, _liu_compute,
+        lambda name, f, a, b: _liu_metric(name, a, b, f)),
     "tang": ToolkitProfile(
         "tang", "Tang's Evaluation-for-Image-Fusion (analysis_Reference.m), grey uint8 inputs; "
         "Nabf_tang_order is what its script reports (arguments out of order); SSIM follows "

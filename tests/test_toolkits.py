@@ -81,10 +81,11 @@ def test_toolkits_equal_their_code_under_octave(kit, octave):
     assert compared == 6 * len(set(profile.columns) - NOT_IN_OCTAVE[kit])
 
 
-# MEFB's Qc and Qy use SSIM maps with C1 = C2 = 2e-16: where a 7x7 window of the fused image or
-# of a source is flat, the covariances are rounding noise (E[xy] - E[x]E[y], ~1e-13) and Qc's
-# weight sigma_aF / (sigma_aF + sigma_bF) a ratio of two such noises, so the reference's value
-# there is set by Octave's summation order, not by the formula (docs/metrics.md gives the
+# MEFB's Qc and Qy use SSIM maps with C1 = C2 = 2e-16: where a covariance is 0 in exact
+# arithmetic (a flat 7x7 window of the fused image or a source, or sigma_aF = -sigma_bF), its
+# float value is rounding noise (E[xy] - E[x]E[y], ~1e-13) and the sign of that noise decides
+# whether Qc's weight sigma_aF / (sigma_aF + sigma_bF) is clipped to 0 or 1, so the reference's
+# value is set by Octave's summation order, not by the formula (docs/metrics.md gives the
 # sizes). Exactly these pairs disagree; every other one agrees to RTOL.
 MEFB_ROUNDING_NOISE = {"tno_saturated/Qc", "kettle_colour/Qc", "constant_fused/Qc",
                        "constant_source/Qc", "constant_fused/Qy"}
@@ -119,21 +120,65 @@ def test_mefb_equals_its_code_under_octave(octave):
     assert bad["constant_fused/Qy"][1] < 1e-15 and abs(bad["constant_fused/Qy"][0]) < 1e-9
 
 
-def test_mefb_rounding_noise_cases_are_those_with_flat_windows():
-    """The mechanism behind MEFB_ROUNDING_NOISE is in the data: the cases whose Qc disagrees
-    hold a flat 7x7 window (zero range) in a source or the fused image (in some channel), the
-    agreeing TNO crop holds none."""
-    def flat_windows(case):
+# Liu's metricCvejic and metricYang are MEFB's Qc and Qy without the NaN filter: the same
+# rounding-noise pairs, and walkingnight (flat windows in its grey infrared crop) among them.
+LIU_ROUNDING_NOISE = {"kettle_colour/Qc", "constant_fused/Qc", "constant_source/Qc",
+                      "walkingnight_grey_ir/Qc", "constant_fused/Qy"}
+
+
+def test_liu_equals_its_code_under_octave(octave):
+    """Every column of Liu's fusionAssess on the six crops (colour ones made grey with
+    rgb2gray, as the profile does) equals the toolbox's code under Octave; NaN where it stops
+    on the NaN that normalize1 makes of a constant image (Qmi, Qte, Qncie)."""
+    profile = TOOLKIT_PROFILES["liu"]
+    bad, compared = {}, 0
+    for case, kits in octave.items():
+        f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
+                     for role in ("fused", "ir", "vi"))
+        assert set(kits["liu"]) == set(profile.columns) | {"Qp"}
+        got = profile.evaluate_pair(f, ir, vi)
+        for name in profile.columns:
+            want = kits["liu"][name]
+            want = math.nan if want == MISSING else want
+            compared += 1
+            if not _same(got[name], want):
+                bad[f"{case}/{name}"] = (got[name], want)
+    assert compared == 6 * len(profile.columns)
+    assert set(bad) == LIU_ROUNDING_NOISE, bad
+
+
+def test_liu_qc_and_qy_keep_nan_where_mefb_drops_it(octave):
+    """The one difference of Liu's Qc/Qy from MEFB's: mean2 over every window, so one 0/0
+    window makes the value NaN (the saturated crop), where MEFB averages the others."""
+    f, ir, vi = (read_as_matlab(KITS / "crops" / f"tno_saturated_{r}.png") for r in ("fused", "ir", "vi"))
+    assert math.isnan(octave["tno_saturated"]["liu"]["Qc"]) and math.isnan(tm.qc(ir, vi, f, drop_nan=False))
+    assert math.isfinite(tm.qc(ir, vi, f))
+
+
+def test_qc_rounding_noise_cases_are_those_with_cancelling_covariances():
+    """The mechanism behind the Qc pairs of MEFB_ROUNDING_NOISE and LIU_ROUNDING_NOISE is in
+    the data: each such case has 7x7 windows where sigma_AF, sigma_BF or their sum is 0 in
+    exact arithmetic (a flat window, or the two covariances cancelling), so the sign of
+    rounding noise decides whether Qc's weight sigma_AF / (sigma_AF + sigma_BF) is clipped;
+    the agreeing TNO crop has none. Threshold 1e-8 grey levels^2: far above float64 rounding
+    of E[xy] - E[x]E[y] at 255^2 (~1e-11), far below the other windows' values (the smallest
+    seen is 9e-5)."""
+    def cancelling_windows(case):
+        imgs = [read_as_matlab(KITS / "crops" / f"{case}_{r}.png") for r in ("ir", "vi", "fused")]
+        variants = [[matlab_rgb2gray(x) if x.ndim == 3 else x for x in imgs]]  # Liu's grey
+        if imgs[2].ndim == 3 and imgs[0].ndim == imgs[1].ndim == 3:  # MEFB's channels
+            variants += [[x[..., k] for x in imgs] for k in range(3)]
         count = 0
-        for role in ("ir", "vi", "fused"):
-            img = read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
-            for chan in ([img] if img.ndim == 2 else [img[..., k] for k in range(3)]):
-                win = np.lib.stride_tricks.sliding_window_view(chan, (7, 7))
-                count += int(np.sum(win.max(axis=(2, 3)) == win.min(axis=(2, 3))))
+        for ir, vi, f in variants:
+            s_af = tm.ssim_moments(ir, f, 7, 1.5, 2e-16, 2e-16)[3]
+            s_bf = tm.ssim_moments(vi, f, 7, 1.5, 2e-16, 2e-16)[3]
+            smallest = np.minimum(np.minimum(np.abs(s_af), np.abs(s_bf)), np.abs(s_af + s_bf))
+            count += int(np.sum(smallest < 1e-8))
         return count
-    noisy = {key.split("/")[0] for key in MEFB_ROUNDING_NOISE}
-    assert flat_windows("tno_mean") == 0
-    assert all(flat_windows(case) > 0 for case in noisy), noisy
+    noisy = {key.split("/")[0] for key in MEFB_ROUNDING_NOISE | LIU_ROUNDING_NOISE
+             if key.endswith("/Qc")}
+    assert cancelling_windows("tno_mean") == 0
+    assert all(cancelling_windows(case) > 0 for case in noisy), noisy
 
 
 def test_fmi_dct_equals_octave_on_corners(octave):
@@ -208,7 +253,7 @@ def test_matlab_rgb2gray_rounds_halves_away_from_zero():
 # bad input: one-line errors, or the reference's value without warnings
 
 
-@pytest.mark.parametrize("kit", ["vifb", "tang", "mefb"])
+@pytest.mark.parametrize("kit", ["vifb", "tang", "mefb", "liu"])
 def test_bad_inputs_give_one_line_errors(kit):
     p = TOOLKIT_PROFILES[kit]
     img = np.full((40, 40), 100.0)
@@ -225,7 +270,7 @@ def test_bad_inputs_give_one_line_errors(kit):
         assert "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("kit", ["vifb", "tang", "mefb"])
+@pytest.mark.parametrize("kit", ["vifb", "tang", "mefb", "liu"])
 def test_constant_images_give_values_without_warnings(kit):
     rng = np.random.default_rng(1)
     src = rng.integers(0, 256, (48, 48)).astype(np.float64)

@@ -8,10 +8,11 @@ How the committed reference values were made (run from the repository root):
     #   VIFB/                          github.com/xingchenzhang/VIFB @ 22b2ea9d
     #   Evaluation-for-Image-Fusion/   github.com/Linfeng-Tang/Evaluation-for-Image-Fusion @ 0e87153b
     #   MEFB/                          github.com/xingchenzhang/MEFB @ 9e185bf8
+    #   imageFusionMetrics/            github.com/zhengliu6699/imageFusionMetrics @ d6f7f1a0
     python3 tools/octave_toolkit_reference.py --toolkits /path/to/folder [--kits mefb]
 
-``--kits`` reruns only the named toolkits and keeps the other stored values (MEFB runs in its
-own Octave process: its metricsX.m files share VIFB's names).
+``--kits`` reruns only the named toolkits and keeps the other stored values (MEFB and Liu's
+toolbox run in Octave processes of their own: their files share names with the others').
 
 It writes the crops (PNG) and ``octave_reference.json`` (every value with 17 significant
 digits, the Octave version and the toolkit commits). The tests read only those files. Octave
@@ -48,6 +49,12 @@ MEFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "NMI": "NMI", "PSNR": "Psn
               "Qabf": "Qabf", "Qp": "Qp", "SD": "SD", "SF": "Spatial_frequency", "Qc": "Qc",
               "Qw": "Qw", "Qy": "Qy", "MEF_SSIM": "MEF_SSIM", "Qcb": "Qcb", "Qcv": "Qcv",
               "VIFF": "VIF"}
+# Liu's fusionAssess.m, in its order, as {column: call}; Qm (metricPWW) needs the MEX files of
+# matlabPyrTools and is not run.
+LIU_CALLS = {"Qmi": "metricMI(A, B, F, 1)", "Qte": "metricMI(A, B, F, 3)", "Qncie": "metricWang(A, B, F)",
+             "Qg": "metricXydeas(A, B, F)", "Qsf": "metricZheng(A, B, F)", "Qp": "metricZhao(A, B, F)",
+             "Qs": "metricPeilla(A, B, F, 1)", "Qc": "metricCvejic(A, B, F, 2)",
+             "Qy": "metricYang(A, B, F)", "Qcv": "metricChen(A, B, F)", "Qcb": "metricChenBlum(A, B, F)"}
 TANG_NAMES = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf")
 
 SHIMS = {
@@ -144,6 +151,22 @@ def _mefb_program(case_dir: Path, names) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _liu_program(case_dir: Path, names) -> str:
+    """Liu's metrics as fusionAssess(im1, im2, fused) calls them, on double images (A = infrared,
+    B = visible); a colour image is made grey with rgb2gray first (the toolbox is for grey
+    images)."""
+    lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');"]
+    for case in names:
+        lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
+                     f" B = imread('{case_dir}/{case}_vi.png');")
+        lines.append("if size(F,3)>2, F=rgb2gray(F); end; if size(A,3)>2, A=rgb2gray(A); end;"
+                     " if size(B,3)>2, B=rgb2gray(B); end; A = double(A); B = double(B); F = double(F);")
+        for col, call in LIU_CALLS.items():
+            lines.append(f"try, v = {call}; catch e, v = -9999; disp(e.message); end")
+            lines.append(f"printf('R %s liu %s %.17g\\n', '{case}', '{col}', v);")
+    return "\n".join(lines) + "\n"
+
+
 TANG_EASY = """function [EN, SF, SD, PSNR, MSE, MI, VIF, AG, CC, SCD, Qabf] = tang_easy(F, A, B)
   [EN, SF, SD, PSNR, MSE, MI, VIF, AG, CC, SCD, Qabf] = analysis_Reference(F, A, B, 1);
 end
@@ -197,6 +220,9 @@ def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
         if "mefb" in kits:
             runs.append(f"addpath('{toolkits / 'MEFB' / 'metrics'}'); {shims}\n"
                         + _mefb_program(case_dir, names))
+        if "liu" in kits:
+            runs.append(f"addpath('{toolkits / 'imageFusionMetrics'}'); {shims}\n"
+                        + _liu_program(case_dir, names))
         for prog in runs:
             for case, by_kit in _run_program(prog).items():
                 values.setdefault(case, {}).update(by_kit)
@@ -206,15 +232,17 @@ def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
 TOOLKIT_COMMITS = {"VIFB": "xingchenzhang/VIFB@22b2ea9d91499cc5962d9bdcae9c290270f0fade",
                    "tang": "Linfeng-Tang/Evaluation-for-Image-Fusion@"
                            "0e87153be77320e31ef2cabb5820518d2ac56bac",
-                   "MEFB": "xingchenzhang/MEFB@9e185bf88de280b12a2d9a2ff12d66e40bc1ff91"}
+                   "MEFB": "xingchenzhang/MEFB@9e185bf88de280b12a2d9a2ff12d66e40bc1ff91",
+                   "liu": "zhengliu6699/imageFusionMetrics@d6f7f1a0c0a13e7d19bc1e8e4d4f3ad51f439273"}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--toolkits", type=Path, required=True,
-                   help="folder holding VIFB/, Evaluation-for-Image-Fusion/ and MEFB/")
-    p.add_argument("--kits", nargs="+", choices=("vifb", "tang", "mefb"),
-                   default=["vifb", "tang", "mefb"],
+                   help="folder holding VIFB/, Evaluation-for-Image-Fusion/, MEFB/ and "
+                   "imageFusionMetrics/")
+    p.add_argument("--kits", nargs="+", choices=("vifb", "tang", "mefb", "liu"),
+                   default=["vifb", "tang", "mefb", "liu"],
                    help="toolkits to run; the stored values of the others are kept")
     args = p.parse_args()
     cases = make_cases()
