@@ -826,3 +826,136 @@ def spatial_frequency_ratio(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> floa
     sf_r = math.sqrt(sf_r2)
     with _errstate():
         return float(np.float64(sf_f - sf_r) / np.float64(sf_r))
+
+
+# --------------------------------------------------------------------------------------------
+# Qp (Zhao's phase-congruency metric: Liu's metricZhao, MEFB's metricsQp) on Kovesi's
+# phase congruency as myphasecong3.m computes it (4 scales, 6 orientations)
+
+_PC_SCALES, _PC_ORIENTS, _PC_EPS = 4, 6, 1e-4
+
+
+def _pc_grid(rows: int, cols: int):
+    """myphasecong3's frequency grid, ifftshifted: radius (1 at the centre) and the sine and
+    cosine of atan2(-y, x); odd sizes span -1/2..1/2 over (n - 1), even ones -1/2..1/2 - 1/n."""
+    def axis(n):
+        if n % 2:
+            return np.arange(-(n - 1) / 2, (n - 1) / 2 + 1) / (n - 1)
+        return np.arange(-n / 2, n / 2) / n
+    x, y = np.meshgrid(axis(cols), axis(rows))
+    radius = np.sqrt(x * x + y * y)
+    radius[rows // 2, cols // 2] = 1.0
+    theta = np.arctan2(-y, x)
+    return np.fft.ifftshift(radius), np.sin(np.fft.ifftshift(theta)), np.cos(np.fft.ifftshift(theta))
+
+
+def _pc_filters(rows: int, cols: int):
+    """(log-Gabor radial filters of the 4 scales, angular spreads of the 6 orientations)."""
+    radius, sin_t, cos_t = _pc_grid(rows, cols)
+    lx = (np.arange(1, cols + 1)[None, :] - (cols // 2 + 1)) / cols
+    ly = (np.arange(1, rows + 1)[:, None] - (rows // 2 + 1)) / rows
+    lowpass = np.fft.fftshift(1.0 / (1.0 + (np.sqrt(lx * lx + ly * ly) / 0.45) ** 30))
+    radial = []
+    for s in range(_PC_SCALES):
+        fo = 1.0 / (3.0 * 2.1 ** s)
+        with _errstate():
+            lg = np.exp(-(np.log(radius / fo)) ** 2 / (2 * math.log(0.55) ** 2)) * lowpass
+        lg[0, 0] = 0.0
+        radial.append(lg)
+    theta_sigma = math.pi / _PC_ORIENTS / 1.2
+    spread = []
+    for o in range(_PC_ORIENTS):
+        ang = o * math.pi / _PC_ORIENTS
+        ds = sin_t * math.cos(ang) - cos_t * math.sin(ang)
+        dc = cos_t * math.cos(ang) + sin_t * math.sin(ang)
+        spread.append(np.exp(-np.arctan2(ds, dc) ** 2 / (2 * theta_sigma ** 2)))
+    return radial, spread
+
+
+def _pc_noise_threshold(eo_first, filters) -> float:
+    """The orientation's noise threshold T from the median of the smallest scale's energy."""
+    rows, cols = eo_first.shape
+    mean_e2n = -float(np.median(np.abs(eo_first) ** 2)) / math.log(0.5)
+    noise_power = mean_e2n / float(np.sum(filters[0] ** 2))
+    spatial = [np.real(np.fft.ifft2(flt)) * math.sqrt(rows * cols) for flt in filters]
+    sum_an2 = float(np.sum(sum(sp * sp for sp in spatial)))
+    sum_aiaj = float(np.sum(sum(spatial[i] * spatial[j] for i in range(len(spatial))
+                                for j in range(i + 1, len(spatial)))))
+    tau = math.sqrt((2 * noise_power * sum_an2 + 4 * noise_power * sum_aiaj) / 2)
+    return (tau * math.sqrt(math.pi / 2) + 2.0 * math.sqrt((2 - math.pi / 2) * tau * tau)) / 1.7
+
+
+def _pc_orientation(image_fft, filters):
+    """One orientation: (weighted energy, sum of amplitudes, PC of the orientation)."""
+    eo = [np.fft.ifft2(image_fft * flt) for flt in filters]
+    amp = [np.abs(e) for e in eo]
+    sum_an = sum(amp)
+    sum_e, sum_o = sum(e.real for e in eo), sum(e.imag for e in eo)
+    x_energy = np.sqrt(sum_e * sum_e + sum_o * sum_o) + _PC_EPS
+    mean_e, mean_o = sum_e / x_energy, sum_o / x_energy
+    energy = sum(e.real * mean_e + e.imag * mean_o - np.abs(e.real * mean_o - e.imag * mean_e)
+                 for e in eo)
+    energy = np.maximum(energy - _pc_noise_threshold(eo[0], filters), 0.0)
+    width = sum_an / (np.maximum.reduce(amp) + _PC_EPS) / _PC_SCALES
+    weight = 1.0 / (1.0 + np.exp((0.5 - width) * 10.0))
+    with _errstate():
+        return weight * energy, sum_an, weight * energy / sum_an
+
+
+def phase_congruency(img: np.ndarray):
+    """myphasecong3(img): (phase congruency, M, m) -- the maximum and minimum moments of the
+    orientations' PC covariance. Octave and numpy FFTs differ by rounding only."""
+    radial, spread = _pc_filters(*img.shape)
+    image_fft = np.fft.fft2(img)
+    total_energy = total_an = cx2 = cy2 = cxy = 0.0
+    for o in range(_PC_ORIENTS):
+        energy, sum_an, pc = _pc_orientation(image_fft, [lg * spread[o] for lg in radial])
+        total_energy = total_energy + energy
+        total_an = total_an + sum_an
+        ang = o * math.pi / _PC_ORIENTS
+        cx, cy = pc * math.cos(ang), pc * math.sin(ang)
+        cx2, cy2, cxy = cx2 + cx * cx, cy2 + cy * cy, cxy + cx * cy
+    cx2, cy2, cxy = cx2 / (_PC_ORIENTS / 2), cy2 / (_PC_ORIENTS / 2), cxy / _PC_ORIENTS
+    denom = np.sqrt(cxy * cxy + (cx2 - cy2) ** 2) + _PC_EPS
+    return total_energy / (total_an + _PC_EPS), (cy2 + cx2 + denom) / 2, (cy2 + cx2 - denom) / 2
+
+
+def _pc_correlation(f1, f2, fmax, ff, masks) -> float:
+    """correlation_coeffcient: the masked features' local correlation with the fused one
+    (11x11 Gaussian, 'same' zero-padded filter2, C = 1e-4), the largest of the three per pixel
+    (NaN ignored), summed over the pixels and divided by the count of the max mask. Outside
+    its mask each of the three is mu_1 * 0 (the reference copies the first one's zeros), so a
+    NaN first feature (a constant source's moments) leaves NaN where no mask holds."""
+    g = gaussian_1d(11, 1.5)
+
+    def filt(z):
+        return filter_separable(z, g)
+    mu_f = filt(ff)
+    var_f = filt(ff * ff) - mu_f * mu_f
+    best = outside = None
+    for feat, mask in zip((f1, f2, fmax), masks):
+        feat = mask * feat
+        mu = filt(feat)
+        outside = mu * 0.0 if outside is None else outside
+        var = filt(feat * feat) - mu * mu
+        cov = filt(feat * ff) - mu * mu_f
+        with _errstate():
+            r = np.where(mask, (cov + 1e-4) / (np.sqrt(np.abs(var * var_f)) + 1e-4), outside)
+        best = r if best is None else np.fmax(best, r)
+    with _errstate():
+        return float(np.sum(best)) / float(np.sum(masks[2]))
+
+
+def qp(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qp (Zhao): product over phase congruency, M and m of the masked correlation with the
+    fused image's, each source's feature where its PC exceeds 0.1 and the larger-PC source's
+    feature where that exceeds 0.1. NaN for a constant image (PC 0/0), as the references."""
+    pa, pb, pf = phase_congruency(a), phase_congruency(b), phase_congruency(f)
+    take_a = pa[0] > pb[0]
+    pc_max = np.where(take_a, pa[0], pb[0])
+    masks = (pa[0] > 0.1, pb[0] > 0.1, pc_max > 0.1)
+    result = 1.0
+    for k in range(3):
+        feat_max = take_a * pa[k] + (~take_a) * pb[k]
+        result *= _pc_correlation(pa[k], pb[k], feat_max, pf[k], masks)
+    return result

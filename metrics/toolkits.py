@@ -210,6 +210,7 @@ _MEFB_GREY: Dict[str, Callable] = {
     "EI": lambda a, b, f: tm.edge_intensity(f),
     "SD": lambda a, b, f: tm.standard_deviation(f),
     "SF": lambda a, b, f: tm.spatial_frequency(f, normalise="mn"),
+    "Qp": tm.qp,
     "Qc": tm.qc,
     "Qw": tm.piella,
     "Qy": tm.qy,
@@ -250,6 +251,7 @@ _LIU: Dict[str, Callable] = {
     "Qncie": tm.qncie,
     "Qg": tm.xydeas_liu,
     "Qsf": tm.spatial_frequency_ratio,
+    "Qp": tm.qp,
     "Qs": lambda a, b, f: tm.piella(a, b, f, weighting="none", on_edges=False),
     "Qc": lambda a, b, f: tm.qc(a, b, f, drop_nan=False),
     "Qy": lambda a, b, f: tm.qy(a, b, f, drop_nan=False),
@@ -288,9 +290,9 @@ class ToolkitProfile:
 
 VIFB_COLUMNS = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE", "SSIM", "Qcb",
                 "Qcv")
-MEFB_COLUMNS = ("CE", "EN", "NMI", "PSNR", "Qncie", "TE", "AG", "EI", "Qabf", "SD", "SF", "Qc",
-                "Qw", "Qy", "MEF_SSIM", "Qcb", "Qcv", "VIFF")
-LIU_COLUMNS = ("Qmi", "Qte", "Qncie", "Qg", "Qsf", "Qs", "Qc", "Qy", "Qcv", "Qcb")
+MEFB_COLUMNS = ("CE", "EN", "NMI", "PSNR", "Qncie", "TE", "AG", "EI", "Qabf", "Qp", "SD", "SF",
+                "Qc", "Qw", "Qy", "MEF_SSIM", "Qcb", "Qcv", "VIFF")
+LIU_COLUMNS = ("Qmi", "Qte", "Qncie", "Qg", "Qsf", "Qp", "Qs", "Qc", "Qy", "Qcv", "Qcb")
 TANG_COLUMNS = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf", "Nabf",
                 "Nabf_tang_order", "SSIM", "MS_SSIM", "FMI_dct")
 
@@ -319,12 +321,12 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
         _vifb_compute, lambda name, f, ir, vi: _vifb_metric(name, vi, ir, f)),
     "mefb": ToolkitProfile(
         "mefb", "MEFB's metrics with its MATLAB conventions, metricsX(A = infrared, B = visible, "
-        "fused); colour images channel by channel; FMI (edge features) and Qp not computed",
+        "fused); colour images channel by channel; FMI (edge features) not computed",
         MEFB_COLUMNS, _mefb_compute, lambda name, f, a, b: _mefb_metric(name, a, b, f)),
     "liu": ToolkitProfile(
         "liu", "Liu's imageFusionMetrics (fusionAssess.m, Liu et al. TPAMI 2012), "
         "fusionAssess(A = infrared, B = visible, fused), colour made grey by rgb2gray; Qm "
-        "(matlabPyrTools MEX) and Qp not computed", LIU_COLUMNS, _liu_compute,
+        "(matlabPyrTools MEX) not computed", LIU_COLUMNS, _liu_compute,
         lambda name, f, a, b: _liu_metric(name, a, b, f)),
     "tang": ToolkitProfile(
         "tang", "Tang's Evaluation-for-Image-Fusion (analysis_Reference.m), grey uint8 inputs; "

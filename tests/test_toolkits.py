@@ -102,7 +102,7 @@ def test_mefb_equals_its_code_under_octave(octave):
     for case, kits in octave.items():
         f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
                      for role in ("fused", "ir", "vi"))
-        assert set(kits["mefb"]) == set(profile.columns) | {"Qp"}
+        assert set(kits["mefb"]) == set(profile.columns)
         if case == "walkingnight_grey_ir":
             assert sum(v == MISSING for v in kits["mefb"].values()) >= 15
             with pytest.raises(ValueError, match="both sources grey"):
@@ -135,7 +135,7 @@ def test_liu_equals_its_code_under_octave(octave):
     for case, kits in octave.items():
         f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
                      for role in ("fused", "ir", "vi"))
-        assert set(kits["liu"]) == set(profile.columns) | {"Qp"}
+        assert set(kits["liu"]) == set(profile.columns)
         got = profile.evaluate_pair(f, ir, vi)
         for name in profile.columns:
             want = kits["liu"][name]

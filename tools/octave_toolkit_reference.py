@@ -138,7 +138,15 @@ def _octave_program(case_dir: Path, names) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mefb_program(case_dir: Path, names) -> str:
+def _with_real_ifft2(col: str, call: str, real: Path) -> str:
+    """The call, with the real-ifft2 shim on the path for Qcb and Qcv only: Qp's phase
+    congruency needs the complex ifft2."""
+    if col in ("Qcb", "Qcv"):
+        return f"addpath('{real}'); v = {call}; rmpath('{real}');"
+    return f"v = {call};"
+
+
+def _mefb_program(case_dir: Path, names, real: Path) -> str:
     """MEFB's compute_metrics.m call, metricsX(imgA, imgB, fused), with A = infrared and
     B = visible as imread gives them; an error is stored as the missing value."""
     lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');"]
@@ -146,12 +154,13 @@ def _mefb_program(case_dir: Path, names) -> str:
         lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
                      f" B = imread('{case_dir}/{case}_vi.png');")
         for col, fname in MEFB_FILES.items():
-            lines.append(f"try, v = metrics{fname}(A, B, F); catch e, v = -9999; disp(e.message); end")
+            call = _with_real_ifft2(col, f"metrics{fname}(A, B, F)", real)
+            lines.append(f"try, {call} catch e, v = -9999; disp(e.message); end")
             lines.append(f"printf('R %s mefb %s %.17g\\n', '{case}', '{col}', v);")
     return "\n".join(lines) + "\n"
 
 
-def _liu_program(case_dir: Path, names) -> str:
+def _liu_program(case_dir: Path, names, real: Path) -> str:
     """Liu's metrics as fusionAssess(im1, im2, fused) calls them, on double images (A = infrared,
     B = visible); a colour image is made grey with rgb2gray first (the toolbox is for grey
     images)."""
@@ -162,7 +171,8 @@ def _liu_program(case_dir: Path, names) -> str:
         lines.append("if size(F,3)>2, F=rgb2gray(F); end; if size(A,3)>2, A=rgb2gray(A); end;"
                      " if size(B,3)>2, B=rgb2gray(B); end; A = double(A); B = double(B); F = double(F);")
         for col, call in LIU_CALLS.items():
-            lines.append(f"try, v = {call}; catch e, v = -9999; disp(e.message); end")
+            lines.append(f"try, {_with_real_ifft2(col, call, real)} catch e, v = -9999;"
+                         " disp(e.message); end")
             lines.append(f"printf('R %s liu %s %.17g\\n', '{case}', '{col}', v);")
     return "\n".join(lines) + "\n"
 
@@ -181,7 +191,7 @@ def _run_program(prog: str) -> dict:
         proc = subprocess.run(["octave-cli", "--no-gui", str(run)], capture_output=True,
                               text=True, timeout=3600)
     values: dict = {}
-    for line in proc.stdout.splitlines():
+    for line in proc.stdout.replace("\r", "\n").splitlines():  # phasecong's progress uses \r
         if line.startswith("R "):
             _, case, kit, col, val = line.split()
             values.setdefault(case, {}).setdefault(kit, {})[col] = float(val)
@@ -193,7 +203,8 @@ def _run_program(prog: str) -> dict:
 
 
 def _shim_folders(tmp: Path) -> str:
-    """Write the shims; the addpath line that puts them (and the real-ifft2 one) last."""
+    """Write the shims; the addpath line that puts them last (the real-ifft2 folder is
+    ``tmp / 'real_ifft2'``, added by the programs around Qcb and Qcv only)."""
     shims, real = tmp / "shims", tmp / "real_ifft2"
     shims.mkdir()
     real.mkdir()
@@ -202,7 +213,7 @@ def _shim_folders(tmp: Path) -> str:
     (real / "ifft2.m").write_text(REAL_IFFT2)
     (tmp / "tang_easy.m").write_text(TANG_EASY)
     # freqspace: Octave's own (if it has one) takes precedence over the shim
-    return f"addpath('{tmp}'); addpath('{shims}'); addpath('{real}');"
+    return f"addpath('{tmp}'); addpath('{shims}');"
 
 
 def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
@@ -210,19 +221,20 @@ def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
     process, MEFB in another."""
     values: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        shims = _shim_folders(Path(tmp))
+        shims, real = _shim_folders(Path(tmp)), Path(tmp) / "real_ifft2"
         runs = []
         if {"vifb", "tang"} & set(kits):
             vifb = toolkits / "VIFB" / "metrics"
             tang = toolkits / "Evaluation-for-Image-Fusion" / "Evaluation"
-            runs.append(f"addpath('{tang}'); addpath('{vifb}'); {shims}\n"
+            # VIFB and Tang's code take ifft2 complex nowhere but Qcb and Qcv: real one throughout
+            runs.append(f"addpath('{tang}'); addpath('{vifb}'); {shims} addpath('{real}');\n"
                         + _octave_program(case_dir, names))
         if "mefb" in kits:
             runs.append(f"addpath('{toolkits / 'MEFB' / 'metrics'}'); {shims}\n"
-                        + _mefb_program(case_dir, names))
+                        + _mefb_program(case_dir, names, real))
         if "liu" in kits:
             runs.append(f"addpath('{toolkits / 'imageFusionMetrics'}'); {shims}\n"
-                        + _liu_program(case_dir, names))
+                        + _liu_program(case_dir, names, real))
         for prog in runs:
             for case, by_kit in _run_program(prog).items():
                 values.setdefault(case, {}).update(by_kit)
