@@ -12,6 +12,7 @@ warnings. Nothing here validates its input; ``metrics/toolkits.py`` does that on
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -872,22 +873,34 @@ def _pc_filters(rows: int, cols: int):
     return radial, spread
 
 
-def _pc_noise_threshold(eo_first, filters) -> float:
+@functools.lru_cache(maxsize=4)
+def _pc_bank(rows: int, cols: int) -> tuple:
+    """Per orientation, what does not depend on the image: its 4 filters (log-Gabor x angular
+    spread) and the noise-model sums of myphasecong3 -- sum(filter_1^2) and, over the filters'
+    spatial forms real(ifft2(filter)) sqrt(rows cols), sum of A_s^2 and of A_i A_j (i < j)."""
+    radial, spread = _pc_filters(rows, cols)
+    bank = []
+    for o in range(_PC_ORIENTS):
+        filters = [lg * spread[o] for lg in radial]
+        spatial = [np.real(sfft.ifft2(flt)) * math.sqrt(rows * cols) for flt in filters]
+        sum_an2 = float(np.sum(sum(sp * sp for sp in spatial)))
+        sum_aiaj = float(np.sum(sum(spatial[i] * spatial[j] for i in range(len(spatial))
+                                    for j in range(i + 1, len(spatial)))))
+        bank.append((filters, float(np.sum(filters[0] ** 2)), sum_an2, sum_aiaj))
+    return tuple(bank)
+
+
+def _pc_noise_threshold(eo_first, em_n: float, sum_an2: float, sum_aiaj: float) -> float:
     """The orientation's noise threshold T from the median of the smallest scale's energy."""
-    rows, cols = eo_first.shape
     mean_e2n = -float(np.median(np.abs(eo_first) ** 2)) / math.log(0.5)
-    noise_power = mean_e2n / float(np.sum(filters[0] ** 2))
-    spatial = [np.real(np.fft.ifft2(flt)) * math.sqrt(rows * cols) for flt in filters]
-    sum_an2 = float(np.sum(sum(sp * sp for sp in spatial)))
-    sum_aiaj = float(np.sum(sum(spatial[i] * spatial[j] for i in range(len(spatial))
-                                for j in range(i + 1, len(spatial)))))
+    noise_power = mean_e2n / em_n
     tau = math.sqrt((2 * noise_power * sum_an2 + 4 * noise_power * sum_aiaj) / 2)
     return (tau * math.sqrt(math.pi / 2) + 2.0 * math.sqrt((2 - math.pi / 2) * tau * tau)) / 1.7
 
 
-def _pc_orientation(image_fft, filters):
+def _pc_orientation(image_fft, filters, noise_sums):
     """One orientation: (weighted energy, sum of amplitudes, PC of the orientation)."""
-    eo = [np.fft.ifft2(image_fft * flt) for flt in filters]
+    eo = [sfft.ifft2(image_fft * flt) for flt in filters]
     amp = [np.abs(e) for e in eo]
     sum_an = sum(amp)
     sum_e, sum_o = sum(e.real for e in eo), sum(e.imag for e in eo)
@@ -895,7 +908,7 @@ def _pc_orientation(image_fft, filters):
     mean_e, mean_o = sum_e / x_energy, sum_o / x_energy
     energy = sum(e.real * mean_e + e.imag * mean_o - np.abs(e.real * mean_o - e.imag * mean_e)
                  for e in eo)
-    energy = np.maximum(energy - _pc_noise_threshold(eo[0], filters), 0.0)
+    energy = np.maximum(energy - _pc_noise_threshold(eo[0], *noise_sums), 0.0)
     width = sum_an / (np.maximum.reduce(amp) + _PC_EPS) / _PC_SCALES
     weight = 1.0 / (1.0 + np.exp((0.5 - width) * 10.0))
     with _errstate():
@@ -905,11 +918,10 @@ def _pc_orientation(image_fft, filters):
 def phase_congruency(img: np.ndarray):
     """myphasecong3(img): (phase congruency, M, m) -- the maximum and minimum moments of the
     orientations' PC covariance. Octave and numpy FFTs differ by rounding only."""
-    radial, spread = _pc_filters(*img.shape)
-    image_fft = np.fft.fft2(img)
+    image_fft = sfft.fft2(img)
     total_energy = total_an = cx2 = cy2 = cxy = 0.0
-    for o in range(_PC_ORIENTS):
-        energy, sum_an, pc = _pc_orientation(image_fft, [lg * spread[o] for lg in radial])
+    for o, (filters, *noise_sums) in enumerate(_pc_bank(*img.shape)):
+        energy, sum_an, pc = _pc_orientation(image_fft, filters, noise_sums)
         total_energy = total_energy + energy
         total_an = total_an + sum_an
         ang = o * math.pi / _PC_ORIENTS

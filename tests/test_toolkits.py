@@ -297,7 +297,7 @@ def test_colour_fused_with_grey_sources_is_channel_by_channel():
 
 
 # --------------------------------------------------------------------------------------------
-# evaluate.py --profile vifb|tang
+# evaluate.py --profile vifb|mefb|liu|tang
 
 
 def test_evaluate_py_prints_the_vifb_table_from_folders(tmp_path, vifb_matlab, capsys):

@@ -138,7 +138,7 @@ def _octave_program(case_dir: Path, names) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _with_real_ifft2(col: str, call: str, real: Path) -> str:
+def with_real_ifft2(col: str, call: str, real: Path) -> str:
     """The call, with the real-ifft2 shim on the path for Qcb and Qcv only: Qp's phase
     congruency needs the complex ifft2."""
     if col in ("Qcb", "Qcv"):
@@ -154,7 +154,7 @@ def _mefb_program(case_dir: Path, names, real: Path) -> str:
         lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
                      f" B = imread('{case_dir}/{case}_vi.png');")
         for col, fname in MEFB_FILES.items():
-            call = _with_real_ifft2(col, f"metrics{fname}(A, B, F)", real)
+            call = with_real_ifft2(col, f"metrics{fname}(A, B, F)", real)
             lines.append(f"try, {call} catch e, v = -9999; disp(e.message); end")
             lines.append(f"printf('R %s mefb %s %.17g\\n', '{case}', '{col}', v);")
     return "\n".join(lines) + "\n"
@@ -171,7 +171,7 @@ def _liu_program(case_dir: Path, names, real: Path) -> str:
         lines.append("if size(F,3)>2, F=rgb2gray(F); end; if size(A,3)>2, A=rgb2gray(A); end;"
                      " if size(B,3)>2, B=rgb2gray(B); end; A = double(A); B = double(B); F = double(F);")
         for col, call in LIU_CALLS.items():
-            lines.append(f"try, {_with_real_ifft2(col, call, real)} catch e, v = -9999;"
+            lines.append(f"try, {with_real_ifft2(col, call, real)} catch e, v = -9999;"
                          " disp(e.message); end")
             lines.append(f"printf('R %s liu %s %.17g\\n', '{case}', '{col}', v);")
     return "\n".join(lines) + "\n"
