@@ -1,10 +1,12 @@
-"""The metrics of the field's MATLAB toolkits (VIFB, Tang's evaluation), each written once.
+"""The metrics of the field's MATLAB toolkits (VIFB, MEFB, Liu's imageFusionMetrics, Tang's
+evaluation), each written once.
 
 Every function here works on one 2-D float64 channel (0..255 scale unless it says otherwise)
 and reproduces one formula of a MATLAB reference, with that reference's arithmetic: where two
 toolkits compute "the same" metric differently, the difference is a named argument (AG's
-denominator, SF's normalisation, Qabf's input scale, the histogram binning of MI), never a
-second copy. Which toolkit uses which convention, and how colour images are handled, is
+denominator, SF's normalisation, Qabf's input scale, the histogram binning of MI, Qcb's
+im2double, whether Qc and Qy drop NaN windows, Piella's window weights and edge images), never
+a second copy. Which toolkit uses which convention, and how colour images are handled, is
 ``metrics/toolkits.py``; the reference files are listed in docs/metrics.md.
 
 Degenerate inputs give the value the MATLAB reference gives (often NaN: 0/0), computed without
@@ -328,6 +330,12 @@ def ssim_gaussian(x: np.ndarray, y: np.ndarray, data_range: float = 255.0,
         def filt(z):
             return ndimage.correlate1d(ndimage.correlate1d(z, g, axis=1, mode="nearest"), g,
                                        axis=0, mode="nearest")
+    return float(np.mean(_ssim_map(filt, x, y, c1, c2)[0]))
+
+
+def _ssim_map(filt, x: np.ndarray, y: np.ndarray, c1: float, c2: float):
+    """Wang's SSIM map under a local-mean filter ``filt``, with the local (sigma_x^2, sigma_y^2,
+    sigma_xy), variances as E[x^2] - E[x]^2."""
     mx, my = filt(x), filt(y)
     mxx, myy, mxy = mx * mx, my * my, mx * my
     sxx = filt(x * x) - mxx
@@ -335,7 +343,7 @@ def ssim_gaussian(x: np.ndarray, y: np.ndarray, data_range: float = 255.0,
     sxy = filt(x * y) - mxy
     with _errstate():
         ssim_map = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mxx + myy + c1) * (sxx + syy + c2))
-    return float(np.mean(ssim_map))
+    return ssim_map, sxx, syy, sxy
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,19 +595,23 @@ def nmi(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     return 2.0 * total
 
 
+def _tsallis_term(x: np.ndarray, y: np.ndarray, q: float) -> float:
+    """The toolkits' tsallis(x, y, q): (1 - sum h(i, j)^q / (m(i) n(j))^(q-1)) / (1 - q) with the
+    reference's marginals crossed: m(i) is P(y = i) and n(j) is P(x = j) while h(i, j) is
+    P(x = i, y = j) (sum(h) and sum(h') of MATLAB indexed as if they were the other way round).
+    Pairs with m(i) n(j) = 0 are skipped."""
+    h = _joint_pdf_normalised(x, y)
+    outer = np.outer(h.sum(axis=0), h.sum(axis=1))  # (i, j) -> P(y = i) P(x = j)
+    keep = outer != 0
+    with _errstate():
+        return (1.0 - float(np.sum(h[keep] ** q / outer[keep] ** (q - 1.0)))) / (1.0 - q)
+
+
 def tsallis_metric(a: np.ndarray, b: np.ndarray, f: np.ndarray, q: float = 1.85) -> float:
-    """TE (Cvejic's Tsallis-entropy metric, q = 1.85): sum over the sources of (1 - sum h(i,
-    j)^q / (m(i) n(j))^(q-1)) / (1 - q), with the reference's marginals crossed: m(i) is
-    P(F = i) and n(j) is P(src = j) while h(i, j) is P(src = i, F = j) (sum(h) and sum(h') of
-    MATLAB indexed as if they were the other way round). Pairs with m(i) n(j) = 0 are skipped."""
-    total = 0.0
-    for src in (a, b):
-        h = _joint_pdf_normalised(src, f)
-        outer = np.outer(h.sum(axis=0), h.sum(axis=1))  # (i, j) -> P(F = i) P(src = j)
-        keep = outer != 0
-        with _errstate():
-            total += (1.0 - float(np.sum(h[keep] ** q / outer[keep] ** (q - 1.0)))) / (1.0 - q)
-    return total
+    """TE (Cvejic's Tsallis-entropy metric, q = 1.85): tsallis(a, F) + tsallis(b, F) on the
+    normalize1'd images, with the crossed marginals of ``_tsallis_term`` (so values reach the
+    hundreds)."""
+    return _tsallis_term(a, f, q) + _tsallis_term(b, f, q)
 
 
 def qncie(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
@@ -626,16 +638,9 @@ def qncie(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
 def ssim_moments(x: np.ndarray, y: np.ndarray, window: int, sigma: float, c1: float,
                  c2: float):
     """Wang's SSIM map with a window x window Gaussian ('valid' filter2) and its local
-    (sigma_x^2, sigma_y^2, sigma_xy), variances as E[x^2] - E[x]^2."""
+    (sigma_x^2, sigma_y^2, sigma_xy)."""
     g = gaussian_1d(window, sigma)
-    mx, my = filter_separable(x, g, "valid"), filter_separable(y, g, "valid")
-    mxx, myy, mxy = mx * mx, my * my, mx * my
-    sxx = filter_separable(x * x, g, "valid") - mxx
-    syy = filter_separable(y * y, g, "valid") - myy
-    sxy = filter_separable(x * y, g, "valid") - mxy
-    with _errstate():
-        ssim_map = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mxx + myy + c1) * (sxx + syy + c2))
-    return ssim_map, sxx, syy, sxy
+    return _ssim_map(lambda z: filter_separable(z, g, "valid"), x, y, c1, c2)
 
 
 _YANG_C = 2e-16  # C1 = C2 of the 7x7 ssim_yang in Qc and Qy
@@ -761,16 +766,12 @@ def viff(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
 
 def tsallis_nava(a: np.ndarray, b: np.ndarray, f: np.ndarray, q: float = 0.43137) -> float:
     """Qte (metricMI sw 3, Nava's q = 0.43137): (T(a, F) + T(b, F)) / (H_a^q + H_b^q + T(a,
-    b)), T the Tsallis term of ``tsallis_metric`` (with its crossed marginals), H the
-    marginal entropies (bits) of the normalize1'd sources."""
-    def term(x, y):
-        h = _joint_pdf_normalised(x, y)
-        outer = np.outer(h.sum(axis=0), h.sum(axis=1))
-        keep = outer != 0
-        return (1.0 - float(np.sum(h[keep] ** q / outer[keep] ** (q - 1.0)))) / (1.0 - q)
+    b)), T the toolkits' tsallis term (``_tsallis_term``, crossed marginals), H the marginal
+    entropies (bits) of the normalize1'd sources."""
     h_a, h_b, _ = _pdf_entropies(_joint_pdf_normalised(a, b))
     with _errstate():
-        return (term(a, f) + term(b, f)) / (h_a ** q + h_b ** q + term(a, b))
+        return ((_tsallis_term(a, f, q) + _tsallis_term(b, f, q))
+                / (h_a ** q + h_b ** q + _tsallis_term(a, b, q)))
 
 
 def _xydeas_edges(img: np.ndarray):
