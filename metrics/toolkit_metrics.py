@@ -747,7 +747,8 @@ def _viff_scales(ref: np.ndarray, dist: np.ndarray, noise_var: float):
 def viff(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     """VIFF: at each of 4 scales, per pixel the source with the smaller gain g supplies VID and
     VIND; F_s = sum(VID + 1e-7) / sum(VIND + 1e-7); VIFF = sum(F_s p_s), p = [1 0 0.15 1] / 2.15;
-    noise variance 0.005 * 255^2."""
+    noise variance 0.005 * 255^2. NaN when the coarsest scale leaves no window (a side under 41
+    pixels): the reference's 0/0 on empty maps."""
     scales_a = _viff_scales(a, f, 0.005 * 255 * 255)
     scales_b = _viff_scales(b, f, 0.005 * 255 * 255)
     weights = np.array([1.0, 0.0, 0.15, 1.0]) / 2.15
@@ -756,7 +757,8 @@ def viff(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
         take_a = g_a < g_b
         vid = np.where(take_a, vid_a, vid_b)
         vind = np.where(take_a, vind_a, vind_b)
-        ratios.append(float(np.sum(vid + 1e-7)) / float(np.sum(vind + 1e-7)))
+        with _errstate():  # an image too small for the coarsest scale: 0/0, NaN as in MATLAB
+            ratios.append(np.float64(np.sum(vid + 1e-7)) / np.float64(np.sum(vind + 1e-7)))
     return float(np.sum(np.array(ratios) * weights))
 
 

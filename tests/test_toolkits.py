@@ -386,3 +386,34 @@ def test_evaluate_py_mefb_profile_refuses_mixed_sources_and_measures_the_rest(tm
                  for sub in ("fused/SeAFusion", "input/IR", "input/VI"))
     assert per_image["kettle"]["NMI"] == TOOLKIT_PROFILES["mefb"].metric("NMI", f, ir, vi)
     assert list(per_image["kettle"]) == list(TOOLKIT_PROFILES["mefb"].columns)
+
+
+def test_mefb_grey_sources_with_colour_fused_take_its_red_channel():
+    """MEFB's wrappers replace a colour fused image by fused(:,:,1) when both sources are grey
+    (every metric but AG, which takes rgb2gray of the double image, unrounded, and MEF_SSIM,
+    which cannot run on grey sources): the colour pair's values equal the grey pair's with the
+    red channel, and differ from the green one's (the channels differ)."""
+    rng = np.random.default_rng(4)
+    ir, vi = (rng.integers(0, 256, (40, 48)).astype(np.float64) for _ in range(2))
+    f = rng.integers(0, 256, (40, 48, 3)).astype(np.float64)
+    p = TOOLKIT_PROFILES["mefb"]
+    colour, red, green = (p.evaluate_pair(x, ir, vi) for x in (f, f[..., 0], f[..., 1]))
+    for name in p.columns:
+        if name in ("AG", "MEF_SSIM"):
+            continue
+        assert _same(colour[name], red[name], 1e-15), name
+    assert colour["NMI"] != green["NMI"]
+    weighted = 0.298936021293775 * f[..., 0] + 0.587043074451121 * f[..., 1] + 0.114020904255103 * f[..., 2]
+    assert colour["AG"] == pytest.approx(tm.average_gradient(weighted), rel=1e-15)
+    assert math.isnan(colour["MEF_SSIM"])
+
+
+def test_viff_is_nan_where_its_coarsest_scale_is_empty():
+    """MEFB's metricsVIF on the first 40 and 41 rows of the TNO crop under Octave 7.3
+    (MEFB @ 9e185bf8, run by hand as tools/octave_toolkit_reference.py runs it): 40 rows leave
+    the 4th scale no window, sum([]) / sum([]) = NaN; 41 rows give 0.49957873160470123."""
+    f, ir, vi = (read_as_matlab(KITS / "crops" / f"tno_mean_{r}.png") for r in ("fused", "ir", "vi"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(tm.viff(ir[:40], vi[:40], f[:40]))
+    assert _same(tm.viff(ir[:41], vi[:41], f[:41]), 0.49957873160470123)
