@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="reference", choices=PROFILE_NAMES,
                    help="metric conventions: 'reference' (the papers' evaluator, default), "
                         "'textbook' (SSIM data range 255, MI in bits), or a MATLAB toolkit's table: "
-                        "'vifb' (VIFB's 13 metrics), 'tang' (Tang's Evaluation-for-Image-Fusion)")
+                        "'vifb' (VIFB's 13 metrics), 'mefb' (MEFB's), 'liu' (Liu's toolbox), 'tang' (Tang's "
+                        "Evaluation-for-Image-Fusion)")
     p.add_argument("--csv", type=Path, help="write per-image values and means as CSV")
     p.add_argument("--json", type=Path, help="write per-image values and means as JSON")
     p.add_argument("--md", type=Path, help="write the tables as Markdown")

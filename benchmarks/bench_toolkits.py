@@ -1,11 +1,12 @@
 """Benchmark: the MATLAB toolkits' metrics (metrics/toolkits.py) against the toolkits' own code
 run under GNU Octave, per metric, on one 480x640 grey pair, in the same run.
 
-    python -m benchmarks.bench_toolkits [--octave-dir DIR] [--profiles vifb,tang] [--repeat 3]
+    python -m benchmarks.bench_toolkits [--octave-dir DIR] [--profiles vifb,mefb,liu,tang] [--repeat 3]
                                         [--md benchmarks/results/toolkits_cpu_DATE.md]
 
-``--octave-dir`` is a folder holding the toolkits unchanged: ``VIFB/`` (xingchenzhang/VIFB) and
-``Evaluation-for-Image-Fusion/`` (Linfeng-Tang/...); without it, or without ``octave-cli``, the
+``--octave-dir`` is a folder holding the toolkits unchanged: ``VIFB/`` (xingchenzhang/VIFB),
+``Evaluation-for-Image-Fusion/`` (Linfeng-Tang/...), ``MEFB/`` (xingchenzhang/MEFB) and
+``imageFusionMetrics/`` (zhengliu6699/...); without it, or without ``octave-cli``, the
 Octave column is left out with a note. The pair is TNO 01 from tests/fixtures (infrared and
 visible, 480x640 top-left crop), the fused image their rounded-down mean. Ours: CPU time of
 this thread (``time.thread_time``), median of ``--repeat`` runs, numpy held to one thread.
@@ -34,7 +35,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from metrics.toolkits import TOOLKIT_PROFILES  # noqa: E402
-from tools.octave_toolkit_reference import REAL_IFFT2, SHIMS, VIFB_FILES  # noqa: E402
+from tools.octave_toolkit_reference import (LIU_CALLS, MEFB_FILES, REAL_IFFT2, SHIMS,  # noqa: E402
+                                            VIFB_FILES, with_real_ifft2)
 from util.images import read_gray  # noqa: E402
 from util.fileio import write_text_atomic  # noqa: E402
 from util.tables import text_table  # noqa: E402
@@ -78,15 +80,41 @@ def time_ours(profile, f, ir, vi, repeat: int) -> dict:
     return out
 
 
-def _octave_lines(kit: str, columns) -> list:
+def _octave_call(kit: str, name: str) -> str:
+    if kit == "vifb":
+        return f"metrics{VIFB_FILES[name]}(B, A, F)"
+    if kit == "mefb":
+        return f"metrics{MEFB_FILES[name]}(A, B, F)"
+    if kit == "liu":
+        return LIU_CALLS[name].replace("(A, B, F", "(dA, dB, dF")
+    return TANG_CALLS[name]
+
+
+def _octave_lines(kit: str, columns, real: Path) -> list:
     lines = []
     for name in columns:
-        call = f"metrics{VIFB_FILES[name]}(B, A, F)" if kit == "vifb" else TANG_CALLS[name]
+        call = _octave_call(kit, name)
         if not call:
             continue  # MATLAB's built-in ssim: not in Octave
-        lines += [f"t0 = cputime; v = {call}; t = cputime - t0;",
-                  f"printf('T {kit} {name} %.6f %.17g\\n', t, v); fflush(stdout);"]
+        timed = with_real_ifft2(name, call, real) if kit in ("mefb", "liu") else f"v = {call};"
+        # a call the reference cannot make (MEFB's MEF_SSIM on grey images) prints no row
+        lines += [f"try, t0 = cputime; {timed} t = cputime - t0;"
+                  f" printf('T {kit} {name} %.6f %.17g\\n', t, v); fflush(stdout);"
+                  " catch e, disp(e.message); end"]
     return lines
+
+
+def _kit_paths(octave_dir: Path, kit: str, tmp: Path) -> str:
+    """The addpath line of a kit's Octave process (MEFB's and Liu's files share names with
+    VIFB's, so each of them runs alone; VIFB and Tang's code take the real ifft2 throughout)."""
+    if kit == "mefb":
+        return f"addpath('{octave_dir / 'MEFB' / 'metrics'}'); addpath('{tmp}');"
+    if kit == "liu":
+        return (f"addpath('{octave_dir / 'imageFusionMetrics'}'); addpath('{tmp}');"
+                " dA = double(A); dB = double(B); dF = double(F);")
+    return (f"addpath('{octave_dir / 'Evaluation-for-Image-Fusion' / 'Evaluation'}');"
+            f" addpath('{octave_dir / 'VIFB' / 'metrics'}'); addpath('{tmp}');"
+            f" addpath('{tmp / 'real_ifft2'}');")
 
 
 def time_octave(octave_dir: Path, kits, f, ir, vi, size) -> dict:
@@ -95,6 +123,7 @@ def time_octave(octave_dir: Path, kits, f, ir, vi, size) -> dict:
     h, w = size
     scale = (H * W) / (h * w)
     f, ir, vi = f[:h, :w], ir[:h, :w], vi[:h, :w]
+    out = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name, text in SHIMS.items():
@@ -103,22 +132,19 @@ def time_octave(octave_dir: Path, kits, f, ir, vi, size) -> dict:
         (tmp / "real_ifft2" / "ifft2.m").write_text(REAL_IFFT2)
         for role, img in (("F", f), ("A", ir), ("B", vi)):
             Image.fromarray(img.astype(np.uint8)).save(tmp / f"{role}.png")
-        prog = ["pkg load image", "pkg load signal", "warning('off', 'all');",
-                f"addpath('{octave_dir / 'Evaluation-for-Image-Fusion' / 'Evaluation'}');",
-                f"addpath('{octave_dir / 'VIFB' / 'metrics'}'); addpath('{tmp}');"
-                f" addpath('{tmp / 'real_ifft2'}');",
-                f"F = imread('{tmp}/F.png'); A = imread('{tmp}/A.png'); B = imread('{tmp}/B.png');",
-                "fA = im2double(A) * 255; fB = im2double(B) * 255; fF = im2double(F) * 255;"]
         for kit in kits:
-            prog += _octave_lines(kit, TOOLKIT_PROFILES[kit].columns)
-        (tmp / "bench.m").write_text("\n".join(prog) + "\n")
-        proc = subprocess.run(["octave-cli", "--no-gui", str(tmp / "bench.m")], capture_output=True,
-                              text=True)
-    out = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("T "):
-            _, kit, name, t, v = line.split()
-            out[(kit, name)] = (float(t) * OCTAVE_SCALE.get(name, scale), float(v))
+            prog = ["pkg load image", "pkg load signal", "warning('off', 'all');",
+                    f"F = imread('{tmp}/F.png'); A = imread('{tmp}/A.png'); B = imread('{tmp}/B.png');",
+                    "fA = im2double(A) * 255; fB = im2double(B) * 255; fF = im2double(F) * 255;",
+                    _kit_paths(octave_dir, kit, tmp)]
+            prog += _octave_lines(kit, TOOLKIT_PROFILES[kit].columns, tmp / "real_ifft2")
+            (tmp / "bench.m").write_text("\n".join(prog) + "\n")
+            proc = subprocess.run(["octave-cli", "--no-gui", str(tmp / "bench.m")],
+                                  capture_output=True, text=True)
+            for line in proc.stdout.replace("\r", "\n").splitlines():
+                if line.startswith("T "):
+                    _, kit_name, name, t, v = line.split()
+                    out[(kit_name, name)] = (float(t) * OCTAVE_SCALE.get(name, scale), float(v))
     return out
 
 
@@ -142,8 +168,9 @@ def build_table(kits, ours, octave, scaled: bool) -> tuple[list, list]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--octave-dir", type=Path, help="folder with VIFB/ and Evaluation-for-Image-Fusion/")
-    p.add_argument("--profiles", default="vifb,tang")
+    p.add_argument("--octave-dir", type=Path, help="folder with VIFB/, Evaluation-for-Image-Fusion/, "
+                   "MEFB/ and imageFusionMetrics/")
+    p.add_argument("--profiles", default="vifb,mefb,liu,tang")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--octave-size", default=f"{H}x{W}",
                    help="run Octave on this top-left crop (HxW) and scale its times by the pixel count")
@@ -155,7 +182,8 @@ def main() -> None:
             p.error(f"--profiles: unknown {k!r}; choose from {', '.join(TOOLKIT_PROFILES)}")
     f, ir, vi = load_pair()
     ours = {k: time_ours(TOOLKIT_PROFILES[k], f, ir, vi, args.repeat) for k in kits}
-    notes = ["Tang's SSIM is MATLAB's built-in ssim, which Octave lacks: no Octave time.",
+    notes = ["Tang's SSIM is MATLAB's built-in ssim, which Octave lacks: no Octave time. MEFB's "
+             "MEF_SSIM stops on grey images (rgb2gray): no values on either side.",
              "~: scaled Octave time. FMI: Octave timed on a 30x40 corner, scaled by the window count "
              "(the whole pair takes about an hour)."]
     if args.octave_dir and shutil.which("octave-cli"):

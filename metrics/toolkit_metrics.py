@@ -1,10 +1,12 @@
-"""The metrics of the field's MATLAB toolkits (VIFB, Tang's evaluation), each written once.
+"""The metrics of the field's MATLAB toolkits (VIFB, MEFB, Liu's imageFusionMetrics, Tang's
+evaluation), each written once.
 
 Every function here works on one 2-D float64 channel (0..255 scale unless it says otherwise)
 and reproduces one formula of a MATLAB reference, with that reference's arithmetic: where two
 toolkits compute "the same" metric differently, the difference is a named argument (AG's
-denominator, SF's normalisation, Qabf's input scale, the histogram binning of MI), never a
-second copy. Which toolkit uses which convention, and how colour images are handled, is
+denominator, SF's normalisation, Qabf's input scale, the histogram binning of MI, Qcb's
+im2double, whether Qc and Qy drop NaN windows, Piella's window weights and edge images), never
+a second copy. Which toolkit uses which convention, and how colour images are handled, is
 ``metrics/toolkits.py``; the reference files are listed in docs/metrics.md.
 
 Degenerate inputs give the value the MATLAB reference gives (often NaN: 0/0), computed without
@@ -12,6 +14,7 @@ warnings. Nothing here validates its input; ``metrics/toolkits.py`` does that on
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -327,6 +330,12 @@ def ssim_gaussian(x: np.ndarray, y: np.ndarray, data_range: float = 255.0,
         def filt(z):
             return ndimage.correlate1d(ndimage.correlate1d(z, g, axis=1, mode="nearest"), g,
                                        axis=0, mode="nearest")
+    return float(np.mean(_ssim_map(filt, x, y, c1, c2)[0]))
+
+
+def _ssim_map(filt, x: np.ndarray, y: np.ndarray, c1: float, c2: float):
+    """Wang's SSIM map under a local-mean filter ``filt``, with the local (sigma_x^2, sigma_y^2,
+    sigma_xy), variances as E[x^2] - E[x]^2."""
     mx, my = filt(x), filt(y)
     mxx, myy, mxy = mx * mx, my * my, mx * my
     sxx = filt(x * x) - mxx
@@ -334,7 +343,7 @@ def ssim_gaussian(x: np.ndarray, y: np.ndarray, data_range: float = 255.0,
     sxy = filt(x * y) - mxy
     with _errstate():
         ssim_map = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mxx + myy + c1) * (sxx + syy + c2))
-    return float(np.mean(ssim_map))
+    return ssim_map, sxx, syy, sxy
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,11 +361,16 @@ def _qcb_contrast(img: np.ndarray) -> np.ndarray:
         return c ** 3 / (c * c + 1e-4)
 
 
-def qcb(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+def qcb(a: np.ndarray, b: np.ndarray, f: np.ndarray, im2double: bool = False) -> float:
     """Qcb (Chen-Blum): each image normalised to 0..255, filtered by the CSF (f0 15.3870, f1
     1.3456, a 0.7622 on the freqspace grid scaled by size/30), local contrast ratios of
     Gaussians, preservation min(Cs/Cf, Cf/Cs) weighted by Cs^2 / (Ca^2 + Cb^2), mean over
-    pixels. NaN where the reference divides 0 by 0 (a constant non-zero image)."""
+    pixels. NaN where the reference divides 0 by 0 (a constant non-zero image).
+    ``im2double``: the images are divided by 255 before normalize1 (MEFB's copy calls
+    im2double on uint8 data; VIFB's on doubles, a no-op), which moves normalize1's rounding at
+    exact halves."""
+    if im2double:
+        a, b, f = a / 255.0, b / 255.0, f / 255.0
     h, w = a.shape
     u, v = freqspace((h, w))
     r = np.sqrt((w / 30.0 * u) ** 2 + (h / 30.0 * v) ** 2)
@@ -542,3 +556,421 @@ def fmi(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "none",
         total += float(np.sum(vals))
         count += vals.size
     return total / count
+
+
+# --------------------------------------------------------------------------------------------
+# information on normalize1'd images (MEFB's NMI, TE, Qncie; Hossny, Cvejic, Wang)
+
+
+def _joint_pdf_normalised(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """h(i, j) = P(x = i, y = j) of two images after normalize1 (0..255 integers), as the
+    toolkits' mutual_info / tsallis / NCC build it. A constant non-zero image is NaN after
+    normalize1 and the reference stops with an index error: NaN here."""
+    xi, yi = normalize_255(x), normalize_255(y)
+    if not (np.isfinite(xi).all() and np.isfinite(yi).all()):
+        return np.full((256, 256), np.nan)
+    joint = np.bincount((xi.astype(np.int64) * 256 + yi.astype(np.int64)).ravel(),
+                        minlength=256 * 256).astype(np.float64)
+    return (joint / joint.sum()).reshape(256, 256)
+
+
+def _entropy_bits(p: np.ndarray) -> float:
+    """-sum(p log2(p + (p == 0))), the toolkits' zero-safe entropy."""
+    return float(-np.sum(p * np.log2(p + (p == 0))))
+
+
+def _pdf_entropies(h: np.ndarray) -> tuple[float, float, float]:
+    """(H(x), H(y), H(x, y)) in bits of a joint pdf h(x, y)."""
+    return _entropy_bits(h.sum(axis=1)), _entropy_bits(h.sum(axis=0)), _entropy_bits(h)
+
+
+def nmi(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """NMI (Hossny's normalised MI, MEFB's metricsNMI): 2 (MI(a, F) / (H(a) + H(F)) + MI(b, F)
+    / (H(b) + H(F))), 256-bin histograms of the normalize1'd images, bits."""
+    total = 0.0
+    for src in (a, b):
+        h = _joint_pdf_normalised(src, f)
+        hx, hy, hxy = _pdf_entropies(h)
+        total += (hx + hy - hxy) / (hx + hy)
+    return 2.0 * total
+
+
+def _tsallis_term(x: np.ndarray, y: np.ndarray, q: float) -> float:
+    """The toolkits' tsallis(x, y, q): (1 - sum h(i, j)^q / (m(i) n(j))^(q-1)) / (1 - q) with the
+    reference's marginals crossed: m(i) is P(y = i) and n(j) is P(x = j) while h(i, j) is
+    P(x = i, y = j) (sum(h) and sum(h') of MATLAB indexed as if they were the other way round).
+    Pairs with m(i) n(j) = 0 are skipped."""
+    h = _joint_pdf_normalised(x, y)
+    outer = np.outer(h.sum(axis=0), h.sum(axis=1))  # (i, j) -> P(y = i) P(x = j)
+    keep = outer != 0
+    with _errstate():
+        return (1.0 - float(np.sum(h[keep] ** q / outer[keep] ** (q - 1.0)))) / (1.0 - q)
+
+
+def tsallis_metric(a: np.ndarray, b: np.ndarray, f: np.ndarray, q: float = 1.85) -> float:
+    """TE (Cvejic's Tsallis-entropy metric, q = 1.85): tsallis(a, F) + tsallis(b, F) on the
+    normalize1'd images, with the crossed marginals of ``_tsallis_term`` (so values reach the
+    hundreds)."""
+    return _tsallis_term(a, f, q) + _tsallis_term(b, f, q)
+
+
+def qncie(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qncie (Wang's nonlinear correlation information entropy): the 3x3 matrix of nonlinear
+    correlation coefficients NCC = (H(x) + H(y) - H(x, y)) / 8 between a, b, F (256-bin
+    histograms of the normalize1'd images), its eigenvalues r, 1 + sum(r / 3 log2(r / 3)) / 8."""
+    ncc = []
+    for x, y in ((a, b), (a, f), (b, f)):
+        hx, hy, hxy = _pdf_entropies(_joint_pdf_normalised(x, y))
+        ncc.append((hx + hy - hxy) / 8.0)
+    if not np.isfinite(ncc).all():
+        return math.nan
+    r = np.linalg.eigvalsh(np.array([[1.0, ncc[0], ncc[1]], [ncc[0], 1.0, ncc[2]],
+                                     [ncc[1], ncc[2], 1.0]]))
+    with _errstate():
+        hr = -float(np.sum(r * np.log2(r / 3.0) / 3.0)) / 8.0
+    return 1.0 - hr
+
+
+# --------------------------------------------------------------------------------------------
+# SSIM-based fusion metrics (Cvejic's Qc, Yang's Qy, Piella's edge-weighted Qw)
+
+
+def ssim_moments(x: np.ndarray, y: np.ndarray, window: int, sigma: float, c1: float,
+                 c2: float):
+    """Wang's SSIM map with a window x window Gaussian ('valid' filter2) and its local
+    (sigma_x^2, sigma_y^2, sigma_xy)."""
+    g = gaussian_1d(window, sigma)
+    return _ssim_map(lambda z: filter_separable(z, g, "valid"), x, y, c1, c2)
+
+
+_YANG_C = 2e-16  # C1 = C2 of the 7x7 ssim_yang in Qc and Qy
+
+
+def qc(a: np.ndarray, b: np.ndarray, f: np.ndarray, drop_nan: bool = True) -> float:
+    """Qc (Cvejic): SSIM(a, F) and SSIM(b, F) maps (7x7 Gaussian, sd 1.5, C1 = C2 = 2e-16)
+    mixed by s = sigma_aF / (sigma_aF + sigma_bF), set to 0 where s < 0 and 1 where s > 1,
+    then the mean: of the non-NaN values (``drop_nan``, MEFB) or of all (Liu's metricCvejic,
+    NaN if any window is 0/0)."""
+    map_a, _, _, s_af = ssim_moments(a, f, 7, 1.5, _YANG_C, _YANG_C)
+    map_b, _, _, s_bf = ssim_moments(b, f, 7, 1.5, _YANG_C, _YANG_C)
+    with _errstate():
+        s = s_af / (s_af + s_bf)
+        sim = s * map_a + (1.0 - s) * map_b
+    sim = np.where(s < 0, 0.0, np.where(s > 1, 1.0, sim))
+    return _mean_of(sim, drop_nan)
+
+
+def _mean_of(values: np.ndarray, drop_nan: bool) -> float:
+    """mean2 of the values, or of the non-NaN ones (NaN when none is left)."""
+    if drop_nan:
+        values = values[~np.isnan(values)]
+    return float(np.mean(values)) if values.size else math.nan
+
+
+def qy(a: np.ndarray, b: np.ndarray, f: np.ndarray, drop_nan: bool = True) -> float:
+    """Qy (Yang): where SSIM(a, b) >= 0.75 the variance-weighted mix lambda SSIM(a, F) + (1 -
+    lambda) SSIM(b, F), lambda = sigma_a^2 / (sigma_a^2 + sigma_b^2), elsewhere max(SSIM(a, F),
+    SSIM(b, F)) (NaN ignored, as MATLAB's max); 7x7 windows, C1 = C2 = 2e-16; the mean of the
+    non-NaN values (``drop_nan``, MEFB) or of all (Liu's metricYang)."""
+    map_ab, s_a, s_b, _ = ssim_moments(a, b, 7, 1.5, _YANG_C, _YANG_C)
+    map_a = ssim_moments(a, f, 7, 1.5, _YANG_C, _YANG_C)[0]
+    map_b = ssim_moments(b, f, 7, 1.5, _YANG_C, _YANG_C)[0]
+    similar = map_ab >= 0.75
+    with _errstate():
+        lam = s_a / (s_a + s_b)
+        q = (lam * map_a + (1.0 - lam) * map_b) * similar + np.fmax(map_a, map_b) * ~similar
+    return _mean_of(q, drop_nan)
+
+
+def _prewitt_magnitude(img: np.ndarray) -> np.ndarray:
+    """sqrt(X^2 + Y^2), filter2 'same' with [1 0 -1] (x3 rows) and [1 1 1; 0 0 0; -1 -1 -1]."""
+    gx = ndimage.correlate1d(ndimage.correlate1d(img, [1.0, 0.0, -1.0], axis=1, mode="constant"),
+                             [1.0, 1.0, 1.0], axis=0, mode="constant")
+    gy = ndimage.correlate1d(ndimage.correlate1d(img, [1.0, 0.0, -1.0], axis=0, mode="constant"),
+                             [1.0, 1.0, 1.0], axis=1, mode="constant")
+    return np.sqrt(gx * gx + gy * gy)
+
+
+def piella(a: np.ndarray, b: np.ndarray, f: np.ndarray, weighting: str = "max-variance",
+           on_edges: bool = True) -> float:
+    """Piella's fusion quality index: lambda SSIM(a, F) + (1 - lambda) SSIM(b, F) per window,
+    lambda = s_a / (s_a + s_b) from the local variances of a and b (both raised by 0.5 where
+    both are 0); Wang's SSIM (11x11 Gaussian, L = 255, 'valid'). ``weighting`` 'none': the
+    mean over windows (Liu's Qs, metricPeilla sw 1); 'max-variance': windows weighted by
+    max(s_a, s_b) / its sum (Qw). ``on_edges``: computed on the Prewitt edge magnitudes of the
+    images (MEFB's metricsQw, case 3 with alpha 1) instead of the images."""
+    c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
+    if on_edges:
+        a, b, f = _prewitt_magnitude(a), _prewitt_magnitude(b), _prewitt_magnitude(f)
+    _, s_a, s_b, _ = ssim_moments(a, b, 11, 1.5, c1, c2)
+    flat = (s_a + s_b) == 0
+    s_a, s_b = s_a + 0.5 * flat, s_b + 0.5 * flat
+    lam = s_a / (s_a + s_b)
+    q = lam * ssim_moments(f, a, 11, 1.5, c1, c2)[0] + (1.0 - lam) * ssim_moments(f, b, 11, 1.5, c1, c2)[0]
+    if weighting == "none":
+        return float(np.mean(q))
+    cw = np.maximum(s_a, s_b)
+    return float(np.sum(cw / np.sum(cw) * q))
+
+
+# --------------------------------------------------------------------------------------------
+# VIFF (Han et al.'s visual information fidelity for fusion, MEFB's metricsVIF)
+
+
+def _viff_scales(ref: np.ndarray, dist: np.ndarray, noise_var: float):
+    """ComVidVindG: per scale 1..4 (Gaussian N = 2^(5-s) + 1, sd N / 5, 'valid', the image
+    filtered and halved before scales 2..4) the VID and VIND maps and the gain g."""
+    out = []
+    for scale in range(1, 5):
+        n = 2 ** (4 - scale + 1) + 1
+        win = gaussian_1d(n, n / 5.0)
+        if scale > 1:
+            ref = filter_separable(ref, win, "valid")[::2, ::2]
+            dist = filter_separable(dist, win, "valid")[::2, ::2]
+        mu1, mu2 = filter_separable(ref, win, "valid"), filter_separable(dist, win, "valid")
+        s1 = np.maximum(filter_separable(ref * ref, win, "valid") - mu1 * mu1, 0.0)
+        s2 = np.maximum(filter_separable(dist * dist, win, "valid") - mu2 * mu2, 0.0)
+        s12 = filter_separable(ref * dist, win, "valid") - mu1 * mu2
+        g = s12 / (s1 + 1e-10)
+        sv = s2 - g * s12
+        low1 = s1 < 1e-10
+        g[low1], sv[low1], s1[low1] = 0.0, s2[low1], 0.0
+        low2 = s2 < 1e-10
+        g[low2], sv[low2] = 0.0, 0.0
+        neg = g < 0
+        sv[neg], g[neg] = s2[neg], 0.0
+        sv[sv <= 1e-10] = 1e-10
+        out.append((np.log10(1 + g * g * s1 / (sv + noise_var)), np.log10(1 + s1 / noise_var), g))
+    return out
+
+
+def viff(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """VIFF: at each of 4 scales, per pixel the source with the smaller gain g supplies VID and
+    VIND; F_s = sum(VID + 1e-7) / sum(VIND + 1e-7); VIFF = sum(F_s p_s), p = [1 0 0.15 1] / 2.15;
+    noise variance 0.005 * 255^2. NaN when the coarsest scale leaves no window (a side under 41
+    pixels): the reference's 0/0 on empty maps."""
+    scales_a = _viff_scales(a, f, 0.005 * 255 * 255)
+    scales_b = _viff_scales(b, f, 0.005 * 255 * 255)
+    weights = np.array([1.0, 0.0, 0.15, 1.0]) / 2.15
+    ratios = []
+    for (vid_a, vind_a, g_a), (vid_b, vind_b, g_b) in zip(scales_a, scales_b):
+        take_a = g_a < g_b
+        vid = np.where(take_a, vid_a, vid_b)
+        vind = np.where(take_a, vind_a, vind_b)
+        with _errstate():  # an image too small for the coarsest scale: 0/0, NaN as in MATLAB
+            ratios.append(np.float64(np.sum(vid + 1e-7)) / np.float64(np.sum(vind + 1e-7)))
+    return float(np.sum(np.array(ratios) * weights))
+
+
+# --------------------------------------------------------------------------------------------
+# Liu's toolbox (zhengliu6699/imageFusionMetrics): the metrics no other toolkit has
+
+
+def tsallis_nava(a: np.ndarray, b: np.ndarray, f: np.ndarray, q: float = 0.43137) -> float:
+    """Qte (metricMI sw 3, Nava's q = 0.43137): (T(a, F) + T(b, F)) / (H_a^q + H_b^q + T(a,
+    b)), T the toolkits' tsallis term (``_tsallis_term``, crossed marginals), H the marginal
+    entropies (bits) of the normalize1'd sources."""
+    h_a, h_b, _ = _pdf_entropies(_joint_pdf_normalised(a, b))
+    with _errstate():
+        return ((_tsallis_term(a, f, q) + _tsallis_term(b, f, q))
+                / (h_a ** q + h_b ** q + _tsallis_term(a, b, q)))
+
+
+def _xydeas_edges(img: np.ndarray):
+    """Sobel (filter2 'same') strength and atan(Y / X) with X raised by 1e-5 where it is 0."""
+    gx, gy = sobel_xy(img)
+    g = np.sqrt(gx * gx + gy * gy)
+    return g, np.arctan(gy / (gx + 1e-5 * (gx == 0)))
+
+
+def xydeas_liu(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qg (Liu's metricXydeas): per pixel (Q_aF g_a + Q_bF g_b) / (g_a + g_b), mean over pixels;
+    Q = 1 / (1 + e^(-10 (G - 0.5))) * 1 / (1 + e^(-20 (A - 0.75))), G the strength ratio
+    (smaller over larger), A = |(|alpha_s - alpha_F| - pi/2)| 2 / pi. Zero strengths are raised
+    by 1e-5 where the reference does it, in its order (F's before the ratio of the first source,
+    so the second source sees it raised)."""
+    g_f, ang_f = _xydeas_edges(f)
+    preserved, weights = [], []
+    for src in (a, b):
+        g_s, ang_s = _xydeas_edges(src)
+        larger = g_s > g_f
+        g_s = g_s + 1e-5 * (g_s == 0)
+        up = g_f / g_s
+        g_f = g_f + 1e-5 * (g_f == 0)
+        ratio = np.where(larger, up, g_s / g_f)
+        agree = np.abs(np.abs(ang_s - ang_f) - math.pi / 2) * 2.0 / math.pi
+        preserved.append(1.0 / (1.0 + np.exp(-10.0 * (ratio - 0.5)))
+                         / (1.0 + np.exp(-20.0 * (agree - 0.75))))
+        weights.append(g_s)
+    return float(np.mean((preserved[0] * weights[0] + preserved[1] * weights[1])
+                         / (weights[0] + weights[1])))
+
+
+def _directional_squares(img: np.ndarray) -> list:
+    """The four first differences of metricZheng: along rows, columns, the main diagonal and
+    the anti-diagonal (im(i, j) - im(i-1, j+1))."""
+    return [img[:, :-1] - img[:, 1:], img[:-1, :] - img[1:, :], img[1:, 1:] - img[:-1, :-1],
+            img[1:, :-1] - img[:-1, 1:]]
+
+
+def spatial_frequency_ratio(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qsf (Zheng's rSFe, Liu's metricZheng): (SF_F - SF_R) / SF_R with the four-direction SF
+    (diagonals weighted by sqrt(2)/2, every sum divided by m n) and the reference SF_R built
+    from the larger absolute difference of the two sources in each direction; -1 for a
+    constant fused image, NaN when both sources are constant (0/0)."""
+    wd = math.sqrt(2.0) / 2.0
+    weights = (1.0, 1.0, wd, wd)
+    n = f.size
+    sf_f = math.sqrt(sum(w * float(np.sum(d * d)) / n
+                         for w, d in zip(weights, _directional_squares(f))))
+    sf_r2 = 0.0
+    for w, d_a, d_b in zip(weights, _directional_squares(a), _directional_squares(b)):
+        m = np.maximum(np.abs(d_a), np.abs(d_b))
+        sf_r2 += w * float(np.sum(m * m)) / n
+    sf_r = math.sqrt(sf_r2)
+    with _errstate():
+        return float(np.float64(sf_f - sf_r) / np.float64(sf_r))
+
+
+# --------------------------------------------------------------------------------------------
+# Qp (Zhao's phase-congruency metric: Liu's metricZhao, MEFB's metricsQp) on Kovesi's
+# phase congruency as myphasecong3.m computes it (4 scales, 6 orientations)
+
+_PC_SCALES, _PC_ORIENTS, _PC_EPS = 4, 6, 1e-4
+
+
+def _pc_grid(rows: int, cols: int):
+    """myphasecong3's frequency grid, ifftshifted: radius (1 at the centre) and the sine and
+    cosine of atan2(-y, x); odd sizes span -1/2..1/2 over (n - 1), even ones -1/2..1/2 - 1/n."""
+    def axis(n):
+        if n % 2:
+            return np.arange(-(n - 1) / 2, (n - 1) / 2 + 1) / (n - 1)
+        return np.arange(-n / 2, n / 2) / n
+    x, y = np.meshgrid(axis(cols), axis(rows))
+    radius = np.sqrt(x * x + y * y)
+    radius[rows // 2, cols // 2] = 1.0
+    theta = np.arctan2(-y, x)
+    return np.fft.ifftshift(radius), np.sin(np.fft.ifftshift(theta)), np.cos(np.fft.ifftshift(theta))
+
+
+def _pc_filters(rows: int, cols: int):
+    """(log-Gabor radial filters of the 4 scales, angular spreads of the 6 orientations)."""
+    radius, sin_t, cos_t = _pc_grid(rows, cols)
+    lx = (np.arange(1, cols + 1)[None, :] - (cols // 2 + 1)) / cols
+    ly = (np.arange(1, rows + 1)[:, None] - (rows // 2 + 1)) / rows
+    lowpass = np.fft.fftshift(1.0 / (1.0 + (np.sqrt(lx * lx + ly * ly) / 0.45) ** 30))
+    radial = []
+    for s in range(_PC_SCALES):
+        fo = 1.0 / (3.0 * 2.1 ** s)
+        with _errstate():
+            lg = np.exp(-(np.log(radius / fo)) ** 2 / (2 * math.log(0.55) ** 2)) * lowpass
+        lg[0, 0] = 0.0
+        radial.append(lg)
+    theta_sigma = math.pi / _PC_ORIENTS / 1.2
+    spread = []
+    for o in range(_PC_ORIENTS):
+        ang = o * math.pi / _PC_ORIENTS
+        ds = sin_t * math.cos(ang) - cos_t * math.sin(ang)
+        dc = cos_t * math.cos(ang) + sin_t * math.sin(ang)
+        spread.append(np.exp(-np.arctan2(ds, dc) ** 2 / (2 * theta_sigma ** 2)))
+    return radial, spread
+
+
+@functools.lru_cache(maxsize=4)
+def _pc_bank(rows: int, cols: int) -> tuple:
+    """Per orientation, what does not depend on the image: its 4 filters (log-Gabor x angular
+    spread) and the noise-model sums of myphasecong3 -- sum(filter_1^2) and, over the filters'
+    spatial forms real(ifft2(filter)) sqrt(rows cols), sum of A_s^2 and of A_i A_j (i < j)."""
+    radial, spread = _pc_filters(rows, cols)
+    bank = []
+    for o in range(_PC_ORIENTS):
+        filters = [lg * spread[o] for lg in radial]
+        spatial = [np.real(sfft.ifft2(flt)) * math.sqrt(rows * cols) for flt in filters]
+        sum_an2 = float(np.sum(sum(sp * sp for sp in spatial)))
+        sum_aiaj = float(np.sum(sum(spatial[i] * spatial[j] for i in range(len(spatial))
+                                    for j in range(i + 1, len(spatial)))))
+        bank.append((filters, float(np.sum(filters[0] ** 2)), sum_an2, sum_aiaj))
+    return tuple(bank)
+
+
+def _pc_noise_threshold(eo_first, em_n: float, sum_an2: float, sum_aiaj: float) -> float:
+    """The orientation's noise threshold T from the median of the smallest scale's energy."""
+    mean_e2n = -float(np.median(np.abs(eo_first) ** 2)) / math.log(0.5)
+    noise_power = mean_e2n / em_n
+    tau = math.sqrt((2 * noise_power * sum_an2 + 4 * noise_power * sum_aiaj) / 2)
+    return (tau * math.sqrt(math.pi / 2) + 2.0 * math.sqrt((2 - math.pi / 2) * tau * tau)) / 1.7
+
+
+def _pc_orientation(image_fft, filters, noise_sums):
+    """One orientation: (weighted energy, sum of amplitudes, PC of the orientation)."""
+    eo = [sfft.ifft2(image_fft * flt) for flt in filters]
+    amp = [np.abs(e) for e in eo]
+    sum_an = sum(amp)
+    sum_e, sum_o = sum(e.real for e in eo), sum(e.imag for e in eo)
+    x_energy = np.sqrt(sum_e * sum_e + sum_o * sum_o) + _PC_EPS
+    mean_e, mean_o = sum_e / x_energy, sum_o / x_energy
+    energy = sum(e.real * mean_e + e.imag * mean_o - np.abs(e.real * mean_o - e.imag * mean_e)
+                 for e in eo)
+    energy = np.maximum(energy - _pc_noise_threshold(eo[0], *noise_sums), 0.0)
+    width = sum_an / (np.maximum.reduce(amp) + _PC_EPS) / _PC_SCALES
+    weight = 1.0 / (1.0 + np.exp((0.5 - width) * 10.0))
+    with _errstate():
+        return weight * energy, sum_an, weight * energy / sum_an
+
+
+def phase_congruency(img: np.ndarray):
+    """myphasecong3(img): (phase congruency, M, m) -- the maximum and minimum moments of the
+    orientations' PC covariance. Octave and numpy FFTs differ by rounding only."""
+    image_fft = sfft.fft2(img)
+    total_energy = total_an = cx2 = cy2 = cxy = 0.0
+    for o, (filters, *noise_sums) in enumerate(_pc_bank(*img.shape)):
+        energy, sum_an, pc = _pc_orientation(image_fft, filters, noise_sums)
+        total_energy = total_energy + energy
+        total_an = total_an + sum_an
+        ang = o * math.pi / _PC_ORIENTS
+        cx, cy = pc * math.cos(ang), pc * math.sin(ang)
+        cx2, cy2, cxy = cx2 + cx * cx, cy2 + cy * cy, cxy + cx * cy
+    cx2, cy2, cxy = cx2 / (_PC_ORIENTS / 2), cy2 / (_PC_ORIENTS / 2), cxy / _PC_ORIENTS
+    denom = np.sqrt(cxy * cxy + (cx2 - cy2) ** 2) + _PC_EPS
+    return total_energy / (total_an + _PC_EPS), (cy2 + cx2 + denom) / 2, (cy2 + cx2 - denom) / 2
+
+
+def _pc_correlation(f1, f2, fmax, ff, masks) -> float:
+    """correlation_coeffcient: the masked features' local correlation with the fused one
+    (11x11 Gaussian, 'same' zero-padded filter2, C = 1e-4), the largest of the three per pixel
+    (NaN ignored), summed over the pixels and divided by the count of the max mask. Outside
+    its mask each of the three is mu_1 * 0 (the reference copies the first one's zeros), so a
+    NaN first feature (a constant source's moments) leaves NaN where no mask holds."""
+    g = gaussian_1d(11, 1.5)
+
+    def filt(z):
+        return filter_separable(z, g)
+    mu_f = filt(ff)
+    var_f = filt(ff * ff) - mu_f * mu_f
+    best = outside = None
+    for feat, mask in zip((f1, f2, fmax), masks):
+        feat = mask * feat
+        mu = filt(feat)
+        outside = mu * 0.0 if outside is None else outside
+        var = filt(feat * feat) - mu * mu
+        cov = filt(feat * ff) - mu * mu_f
+        with _errstate():
+            r = np.where(mask, (cov + 1e-4) / (np.sqrt(np.abs(var * var_f)) + 1e-4), outside)
+        best = r if best is None else np.fmax(best, r)
+    with _errstate():
+        return float(np.sum(best)) / float(np.sum(masks[2]))
+
+
+def qp(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """Qp (Zhao): product over phase congruency, M and m of the masked correlation with the
+    fused image's, each source's feature where its PC exceeds 0.1 and the larger-PC source's
+    feature where that exceeds 0.1. NaN for a constant image (PC 0/0), as the references."""
+    pa, pb, pf = phase_congruency(a), phase_congruency(b), phase_congruency(f)
+    take_a = pa[0] > pb[0]
+    pc_max = np.where(take_a, pa[0], pb[0])
+    masks = (pa[0] > 0.1, pb[0] > 0.1, pc_max > 0.1)
+    result = 1.0
+    for k in range(3):
+        feat_max = take_a * pa[k] + (~take_a) * pb[k]
+        result *= _pc_correlation(pa[k], pb[k], feat_max, pf[k], masks)
+    return result

@@ -4,6 +4,10 @@ which conventions, and how each toolkit reads and pairs colour images.
 ``vifb``  VIFB (Zhang et al., CVPRW 2020; github.com/xingchenzhang/VIFB), its 13 metrics as
           compute_metrics.m calls them: metricsX(visible, infrared, fused), colour images
           channel by channel.
+``mefb``  MEFB (Zhang, Information Fusion 2021; github.com/xingchenzhang/MEFB), compute_metrics.m's
+          metricsX(A, B, fused), colour images channel by channel.
+``liu``   Liu's imageFusionMetrics (TPAMI 2012; github.com/zhengliu6699/imageFusionMetrics),
+          fusionAssess(A, B, fused) on grey double images.
 ``tang``  Tang's evaluation (github.com/Linfeng-Tang/Evaluation-for-Image-Fusion,
           Evaluation/analysis_Reference.m), used by the IVF papers since SeAFusion: images
           read as uint8 grey (rgb2gray), analysis_Reference(fused, infrared, visible).
@@ -183,6 +187,87 @@ def _tang_single(name: str, f: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> fl
 
 
 # --------------------------------------------------------------------------------------------
+# MEFB
+
+
+def _mefb_grey(name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """One MEFB metric on one channel: metricsX(imgA, imgB, fused)'s inner function."""
+    if name == "CE":
+        return (tm.cross_entropy(a, f) + tm.cross_entropy(b, f)) / 2.0
+    if name == "PSNR":  # VIFB's 'mse' helper, sqrt(SSE) / (m n), under the name PSNR
+        return tm.psnr_from((tm.vifb_rmse_term(a, f) + tm.vifb_rmse_term(b, f)) / 2.0)
+    if name == "Qabf":
+        return tm.qabf(a, b, f, scale=255.0)
+    return _MEFB_GREY[name](a, b, f)
+
+
+_MEFB_GREY: Dict[str, Callable] = {
+    "EN": lambda a, b, f: tm.entropy(f),
+    "NMI": tm.nmi,
+    "Qncie": tm.qncie,
+    "TE": tm.tsallis_metric,
+    "AG": lambda a, b, f: tm.average_gradient(f, "(r-1)(c-1)"),
+    "EI": lambda a, b, f: tm.edge_intensity(f),
+    "SD": lambda a, b, f: tm.standard_deviation(f),
+    "SF": lambda a, b, f: tm.spatial_frequency(f, normalise="mn"),
+    "Qp": tm.qp,
+    "Qc": tm.qc,
+    "Qw": tm.piella,
+    "Qy": tm.qy,
+    "Qcb": lambda a, b, f: tm.qcb(a, b, f, im2double=True),
+    "Qcv": tm.qcv,
+    "VIFF": tm.viff,
+}
+
+
+def _mefb_metric(name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """MEFB's colour handling: colour sources and fused image channel by channel, the channel
+    values averaged; grey sources with a colour fused image: its first (red) channel, except
+    AG, which takes rgb2gray of the double image (unrounded). MEF-SSIM converts all three with
+    rgb2gray (uint8) and fails on grey images in MEFB's code: NaN here."""
+    if a.ndim != b.ndim or (a.ndim == 3 and f.ndim == 2):
+        raise ValueError("MEFB's metrics need both sources grey, or sources and fused image all "
+                         "colour; convert the images to one kind")
+    if name == "MEF_SSIM":
+        if a.ndim == 2:
+            return math.nan
+        a, b, f = matlab_rgb2gray(a), matlab_rgb2gray(b), matlab_rgb2gray(f)
+        return tm.mef_ssim_multiscale(a, b, f)
+    if a.ndim == 2 and f.ndim == 3:
+        f = (_RGB2GRAY[0] * f[..., 0] + _RGB2GRAY[1] * f[..., 1] + _RGB2GRAY[2] * f[..., 2]
+             if name == "AG" else f[..., 0])
+    if f.ndim == 2:
+        return _mefb_grey(name, a, b, f)
+    return float(np.mean([_mefb_grey(name, a[..., k], b[..., k], f[..., k]) for k in range(3)]))
+
+
+# --------------------------------------------------------------------------------------------
+# Liu's toolbox
+
+
+_LIU: Dict[str, Callable] = {
+    "Qmi": tm.nmi,
+    "Qte": tm.tsallis_nava,
+    "Qncie": tm.qncie,
+    "Qg": tm.xydeas_liu,
+    "Qsf": tm.spatial_frequency_ratio,
+    "Qp": tm.qp,
+    "Qs": lambda a, b, f: tm.piella(a, b, f, weighting="none", on_edges=False),
+    "Qc": lambda a, b, f: tm.qc(a, b, f, drop_nan=False),
+    "Qy": lambda a, b, f: tm.qy(a, b, f, drop_nan=False),
+    "Qcv": tm.qcv,
+    "Qcb": tm.qcb,
+}
+
+
+def _liu_metric(name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """One metric of Liu's fusionAssess(im1 = a, im2 = b, fused) on double images; the toolbox
+    is for grey images, so a colour image is made grey with MATLAB's rgb2gray (rounded) first."""
+    a, b, f = (matlab_rgb2gray(x) if x.ndim == 3 else x for x in (a, b, f))
+    return _LIU[name](a, b, f)
+
+
+# --------------------------------------------------------------------------------------------
 # profiles
 
 
@@ -205,12 +290,23 @@ class ToolkitProfile:
 
 VIFB_COLUMNS = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE", "SSIM", "Qcb",
                 "Qcv")
+MEFB_COLUMNS = ("CE", "EN", "NMI", "PSNR", "Qncie", "TE", "AG", "EI", "Qabf", "Qp", "SD", "SF",
+                "Qc", "Qw", "Qy", "MEF_SSIM", "Qcb", "Qcv", "VIFF")
+LIU_COLUMNS = ("Qmi", "Qte", "Qncie", "Qg", "Qsf", "Qp", "Qs", "Qc", "Qy", "Qcv", "Qcb")
 TANG_COLUMNS = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf", "Nabf",
                 "Nabf_tang_order", "SSIM", "MS_SSIM", "FMI_dct")
 
 
 def _vifb_compute(f, ir, vi) -> Dict[str, float]:
     return {name: _vifb_metric(name, vi, ir, f) for name in VIFB_COLUMNS}
+
+
+def _mefb_compute(f, a, b) -> Dict[str, float]:
+    return {name: _mefb_metric(name, a, b, f) for name in MEFB_COLUMNS}
+
+
+def _liu_compute(f, a, b) -> Dict[str, float]:
+    return {name: _liu_metric(name, a, b, f) for name in LIU_COLUMNS}
 
 
 def _tang_compute(f, ir, vi) -> Dict[str, float]:
@@ -223,6 +319,15 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
         "vifb", "VIFB's 13 metrics with its MATLAB conventions (colour images channel by "
         "channel; RMSE = sqrt(SSE)/(m n); SSIM summed over the two sources)", VIFB_COLUMNS,
         _vifb_compute, lambda name, f, ir, vi: _vifb_metric(name, vi, ir, f)),
+    "mefb": ToolkitProfile(
+        "mefb", "MEFB's metrics with its MATLAB conventions, metricsX(A = infrared, B = visible, "
+        "fused); colour images channel by channel; FMI (edge features) not computed",
+        MEFB_COLUMNS, _mefb_compute, lambda name, f, a, b: _mefb_metric(name, a, b, f)),
+    "liu": ToolkitProfile(
+        "liu", "Liu's imageFusionMetrics (fusionAssess.m, Liu et al. TPAMI 2012), "
+        "fusionAssess(A = infrared, B = visible, fused), colour made grey by rgb2gray; Qm "
+        "(matlabPyrTools MEX) not computed", LIU_COLUMNS, _liu_compute,
+        lambda name, f, a, b: _liu_metric(name, a, b, f)),
     "tang": ToolkitProfile(
         "tang", "Tang's Evaluation-for-Image-Fusion (analysis_Reference.m), grey uint8 inputs; "
         "Nabf_tang_order is what its script reports (arguments out of order); SSIM follows "

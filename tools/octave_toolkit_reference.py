@@ -7,7 +7,12 @@ How the committed reference values were made (run from the repository root):
     # the toolkits, unchanged, side by side in one folder (any checkout of these commits):
     #   VIFB/                          github.com/xingchenzhang/VIFB @ 22b2ea9d
     #   Evaluation-for-Image-Fusion/   github.com/Linfeng-Tang/Evaluation-for-Image-Fusion @ 0e87153b
-    python3 tools/octave_toolkit_reference.py --toolkits /path/to/folder
+    #   MEFB/                          github.com/xingchenzhang/MEFB @ 9e185bf8
+    #   imageFusionMetrics/            github.com/zhengliu6699/imageFusionMetrics @ d6f7f1a0
+    python3 tools/octave_toolkit_reference.py --toolkits /path/to/folder [--kits mefb]
+
+``--kits`` reruns only the named toolkits and keeps the other stored values (MEFB and Liu's
+toolbox run in Octave processes of their own: their files share names with the others').
 
 It writes the crops (PNG) and ``octave_reference.json`` (every value with 17 significant
 digits, the Octave version and the toolkit commits). The tests read only those files. Octave
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,19 @@ VIFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "MI": "Mutinf", "PSNR": "P
               "SF": "Spatial_frequency", "RMSE": "Rmse", "SSIM": "Ssim", "Qcb": "Qcb", "Qcv": "Qcv"}
 FMI_CASES = ("tno_mean", "kettle_colour", "walkingnight_grey_ir", "constant_fused")
 FMI_CROP = "{1:20, 1:24}"  # FMI_dct is computed on this top-left corner of those cases
+# MEFB's util/configMetrics.m, in its order, as {column: metricsX file}; FMI (default 'edge'
+# features) stops in Octave, whose edge() refuses doubles outside 0..1, so it is not run.
+MEFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "NMI": "NMI", "PSNR": "Psnr",
+              "Qncie": "Qncie", "TE": "TE", "AG": "Avg_gradient", "EI": "Edge_intensity",
+              "Qabf": "Qabf", "Qp": "Qp", "SD": "SD", "SF": "Spatial_frequency", "Qc": "Qc",
+              "Qw": "Qw", "Qy": "Qy", "MEF_SSIM": "MEF_SSIM", "Qcb": "Qcb", "Qcv": "Qcv",
+              "VIFF": "VIF"}
+# Liu's fusionAssess.m, in its order, as {column: call}; Qm (metricPWW) needs the MEX files of
+# matlabPyrTools and is not run.
+LIU_CALLS = {"Qmi": "metricMI(A, B, F, 1)", "Qte": "metricMI(A, B, F, 3)", "Qncie": "metricWang(A, B, F)",
+             "Qg": "metricXydeas(A, B, F)", "Qsf": "metricZheng(A, B, F)", "Qp": "metricZhao(A, B, F)",
+             "Qs": "metricPeilla(A, B, F, 1)", "Qc": "metricCvejic(A, B, F, 2)",
+             "Qy": "metricYang(A, B, F)", "Qcv": "metricChen(A, B, F)", "Qcb": "metricChenBlum(A, B, F)"}
 TANG_NAMES = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf")
 
 SHIMS = {
@@ -119,32 +138,60 @@ def _octave_program(case_dir: Path, names) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_real_ifft2(col: str, call: str, real: Path) -> str:
+    """The call, with the real-ifft2 shim on the path for Qcb and Qcv only: Qp's phase
+    congruency needs the complex ifft2."""
+    if col in ("Qcb", "Qcv"):
+        return f"addpath('{real}'); v = {call}; rmpath('{real}');"
+    return f"v = {call};"
+
+
+def _mefb_program(case_dir: Path, names, real: Path) -> str:
+    """MEFB's compute_metrics.m call, metricsX(imgA, imgB, fused), with A = infrared and
+    B = visible as imread gives them; an error is stored as the missing value."""
+    lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');"]
+    for case in names:
+        lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
+                     f" B = imread('{case_dir}/{case}_vi.png');")
+        for col, fname in MEFB_FILES.items():
+            call = with_real_ifft2(col, f"metrics{fname}(A, B, F)", real)
+            lines.append(f"try, {call} catch e, v = -9999; disp(e.message); end")
+            lines.append(f"printf('R %s mefb %s %.17g\\n', '{case}', '{col}', v);")
+    return "\n".join(lines) + "\n"
+
+
+def _liu_program(case_dir: Path, names, real: Path) -> str:
+    """Liu's metrics as fusionAssess(im1, im2, fused) calls them, on double images (A = infrared,
+    B = visible); a colour image is made grey with rgb2gray first (the toolbox is for grey
+    images)."""
+    lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');"]
+    for case in names:
+        lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
+                     f" B = imread('{case_dir}/{case}_vi.png');")
+        lines.append("if size(F,3)>2, F=rgb2gray(F); end; if size(A,3)>2, A=rgb2gray(A); end;"
+                     " if size(B,3)>2, B=rgb2gray(B); end; A = double(A); B = double(B); F = double(F);")
+        for col, call in LIU_CALLS.items():
+            lines.append(f"try, {with_real_ifft2(col, call, real)} catch e, v = -9999;"
+                         " disp(e.message); end")
+            lines.append(f"printf('R %s liu %s %.17g\\n', '{case}', '{col}', v);")
+    return "\n".join(lines) + "\n"
+
+
 TANG_EASY = """function [EN, SF, SD, PSNR, MSE, MI, VIF, AG, CC, SCD, Qabf] = tang_easy(F, A, B)
   [EN, SF, SD, PSNR, MSE, MI, VIF, AG, CC, SCD, Qabf] = analysis_Reference(F, A, B, 1);
 end
 """
 
 
-def run_octave(toolkits: Path, case_dir: Path, names) -> dict:
+def _run_program(prog: str) -> dict:
+    """Run an Octave program and collect its 'R case kit column value' lines."""
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        shims, real = tmp / "shims", tmp / "real_ifft2"
-        shims.mkdir()
-        real.mkdir()
-        for name, text in SHIMS.items():
-            (shims / name).write_text(text)
-        (real / "ifft2.m").write_text(REAL_IFFT2)
-        (tmp / "tang_easy.m").write_text(TANG_EASY)
-        vifb = toolkits / "VIFB" / "metrics"
-        tang = toolkits / "Evaluation-for-Image-Fusion" / "Evaluation"
-        prog = (f"addpath('{tmp}'); addpath('{tang}'); addpath('{vifb}'); addpath('{shims}');"
-                f" addpath('{real}');\n" + _octave_program(case_dir, names))
-        (tmp / "run.m").write_text(prog)
-        # freqspace: Octave's own (if it has one) takes precedence over the shim
-        proc = subprocess.run(["octave-cli", "--no-gui", str(tmp / "run.m")], capture_output=True,
+        run = Path(tmp) / "run.m"
+        run.write_text(prog)
+        proc = subprocess.run(["octave-cli", "--no-gui", str(run)], capture_output=True,
                               text=True, timeout=3600)
     values: dict = {}
-    for line in proc.stdout.splitlines():
+    for line in proc.stdout.replace("\r", "\n").splitlines():  # phasecong's progress uses \r
         if line.startswith("R "):
             _, case, kit, col, val = line.split()
             values.setdefault(case, {}).setdefault(kit, {})[col] = float(val)
@@ -155,10 +202,60 @@ def run_octave(toolkits: Path, case_dir: Path, names) -> dict:
     return values
 
 
+def _shim_folders(tmp: Path) -> str:
+    """Write the shims; the addpath line that puts them last (the real-ifft2 folder is
+    ``tmp / 'real_ifft2'``, added by the programs around Qcb and Qcv only)."""
+    shims, real = tmp / "shims", tmp / "real_ifft2"
+    shims.mkdir()
+    real.mkdir()
+    for name, text in SHIMS.items():
+        (shims / name).write_text(text)
+    (real / "ifft2.m").write_text(REAL_IFFT2)
+    (tmp / "tang_easy.m").write_text(TANG_EASY)
+    # freqspace: Octave's own (if it has one) takes precedence over the shim
+    return f"addpath('{tmp}'); addpath('{shims}');"
+
+
+def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
+    """{case: {kit: {column: value}}} for the kits asked for: VIFB and Tang's in one Octave
+    process, MEFB in another."""
+    values: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shims, real = _shim_folders(Path(tmp)), Path(tmp) / "real_ifft2"
+        runs = []
+        if {"vifb", "tang"} & set(kits):
+            vifb = toolkits / "VIFB" / "metrics"
+            tang = toolkits / "Evaluation-for-Image-Fusion" / "Evaluation"
+            # VIFB and Tang's code take ifft2 complex nowhere but Qcb and Qcv: real one throughout
+            runs.append(f"addpath('{tang}'); addpath('{vifb}'); {shims} addpath('{real}');\n"
+                        + _octave_program(case_dir, names))
+        if "mefb" in kits:
+            runs.append(f"addpath('{toolkits / 'MEFB' / 'metrics'}'); {shims}\n"
+                        + _mefb_program(case_dir, names, real))
+        if "liu" in kits:
+            runs.append(f"addpath('{toolkits / 'imageFusionMetrics'}'); {shims}\n"
+                        + _liu_program(case_dir, names, real))
+        for prog in runs:
+            for case, by_kit in _run_program(prog).items():
+                values.setdefault(case, {}).update(by_kit)
+    return values
+
+
+TOOLKIT_COMMITS = {"VIFB": "xingchenzhang/VIFB@22b2ea9d91499cc5962d9bdcae9c290270f0fade",
+                   "tang": "Linfeng-Tang/Evaluation-for-Image-Fusion@"
+                           "0e87153be77320e31ef2cabb5820518d2ac56bac",
+                   "MEFB": "xingchenzhang/MEFB@9e185bf88de280b12a2d9a2ff12d66e40bc1ff91",
+                   "liu": "zhengliu6699/imageFusionMetrics@d6f7f1a0c0a13e7d19bc1e8e4d4f3ad51f439273"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--toolkits", type=Path, required=True,
-                   help="folder holding VIFB/ and Evaluation-for-Image-Fusion/")
+                   help="folder holding VIFB/, Evaluation-for-Image-Fusion/, MEFB/ and "
+                   "imageFusionMetrics/")
+    p.add_argument("--kits", nargs="+", choices=("vifb", "tang", "mefb", "liu"),
+                   default=["vifb", "tang", "mefb", "liu"],
+                   help="toolkits to run; the stored values of the others are kept")
     args = p.parse_args()
     cases = make_cases()
     crops = OUT / "crops"
@@ -166,17 +263,20 @@ def main() -> None:
     for name, (f, ir, vi) in cases.items():
         for role, img in (("fused", f), ("ir", ir), ("vi", vi)):
             Image.fromarray(img).save(crops / f"{name}_{role}.png")
-    values = run_octave(args.toolkits, crops, list(cases))
+    fresh = run_octave(args.toolkits, crops, list(cases), args.kits)
+    target = OUT / "octave_reference.json"
+    values = json.loads(target.read_text())["values"] if target.exists() else {}
+    for case, by_kit in fresh.items():
+        values.setdefault(case, {}).update(by_kit)
     version = subprocess.run(["octave-cli", "--eval", "disp(version)"], capture_output=True,
                              text=True).stdout.strip()
     doc = {"source": "tools/octave_toolkit_reference.py", "octave": version,
            "fmi_crop": "tang_corner values are of the top-left 20x24 corner of the case's images",
-           "toolkits": {"VIFB": "xingchenzhang/VIFB@22b2ea9d91499cc5962d9bdcae9c290270f0fade",
-                        "tang": "Linfeng-Tang/Evaluation-for-Image-Fusion@"
-                                "0e87153be77320e31ef2cabb5820518d2ac56bac"},
-           "missing_value": -9999, "values": values}
-    (OUT / "octave_reference.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUT / 'octave_reference.json'}: {len(values)} cases")
+           "toolkits": TOOLKIT_COMMITS, "missing_value": -9999, "values": values}
+    partial = target.with_suffix(".json.part")
+    partial.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    os.replace(partial, target)  # a reader never sees half a file
+    print(f"wrote {target}: {len(values)} cases")
 
 
 if __name__ == "__main__":
