@@ -25,6 +25,8 @@ from guided_diffusion.diffusion import (SamplerOptions, make_schedule, sample as
                                         sample_dpmpp, spaced_timesteps)
 from ddfm.config import ConfigError, load_diffusion_config
 
+pytestmark = pytest.mark.numeric  # compared with reference values: rerun with other kernels in CI
+
 EPS32 = float(np.finfo(np.float32).eps)
 SIZE = 32
 

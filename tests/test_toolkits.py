@@ -12,6 +12,8 @@ from conftest import FIXTURES
 from metrics import toolkit_metrics as tm
 from metrics.toolkits import TOOLKIT_PROFILES, matlab_rgb2gray, read_as_matlab
 
+pytestmark = pytest.mark.numeric  # compared with reference values: rerun with other kernels in CI
+
 KITS = FIXTURES / "toolkits"
 # The Octave values are printed with 17 significant digits and both sides compute in float64;
 # 1e-6 relative is the agreement the metrics are held to (observed: below 1e-12).
