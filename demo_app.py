@@ -111,6 +111,9 @@ def source_labels(preset: str) -> tuple:
 
 def read_upload(payload, role: str, max_side: int):
     """An uploaded file (gradio's FileData as a dict) as a ddfm.Source named for the page."""
+    if payload and not isinstance(payload, dict):  # a malformed API call: say what is expected
+        raise DemoError(f"the {role} image must be an uploaded file (gradio FileData: a dict with a "
+                        f"'path'), got {type(payload).__name__}")
     if not payload or not payload.get("path"):
         raise DemoError(f"no {role} image: upload one, or pick an example below")
     path = Path(payload["path"])
@@ -281,17 +284,37 @@ def make_fuse(settings: Settings, cache: FuserCache):
     return fuse
 
 
-def fuse_request(settings, cache, values, progress):
+def checked_request(settings, values):
+    """The request's options and decoded sources, or a DemoError: everything that can be refused
+    without the model (run before the request joins the queue, and again inside it)."""
     ir_upload, vis_upload, preset, color, steps, seed, lamb, rho, prior = values
     roles = modality_presets().get(preset, modality_presets()["infrared-visible"])[0]
     config = request_config(settings, prior, steps, seed, lamb, rho, color)
-    opts = config.fuse
     ir = read_upload(ir_upload, roles[0], settings.max_side)
     vis = read_upload(vis_upload, roles[1], settings.max_side)
     try:
-        check_pair(ir, vis, opts.crop_multiple)
+        check_pair(ir, vis, config.fuse.crop_multiple)
     except ImageError as exc:
         raise DemoError(str(exc)) from None
+    return config, ir, vis
+
+
+def make_check(settings: Settings):
+    """The click's first handler, outside the queue: a bad request is refused at once, never after
+    waiting behind another user's fusion."""
+
+    def check(*values):
+        try:
+            checked_request(settings, values)
+        except DemoError as exc:
+            raise gr.Error(str(exc), duration=None, print_exception=False) from None
+    return check
+
+
+def fuse_request(settings, cache, values, progress):
+    ir_upload, vis_upload, preset, color, steps, seed, lamb, rho, prior = values
+    config, ir, vis = checked_request(settings, values)
+    opts = config.fuse
     started = time.monotonic()
     sources = dict(ir_source=ir_upload["path"], vis_source=vis_upload["path"])
     yield updates(status=f"Fusing with the {PRIOR_NAMES[prior]} prior ...",
@@ -428,9 +451,10 @@ def build_app(settings: Settings):
         inputs["preset"].change(on_preset, inputs["preset"],
                                 [inputs["ir_upload"], inputs["vis_upload"], inputs["color"]], queue=False)
         names = ("ir_upload", "vis_upload", "preset", "color", "steps", "seed", "lamb", "rho", "prior")
-        inputs["button"].click(make_fuse(settings, cache), [inputs[n] for n in names],
-                               [outputs[n] for n in OUTPUTS], api_name="fuse", preprocess=False,
-                               concurrency_limit=1)
+        inputs["button"].click(make_check(settings), [inputs[n] for n in names], None, queue=False,
+                               preprocess=False, api_name=False).success(
+            make_fuse(settings, cache), [inputs[n] for n in names], [outputs[n] for n in OUTPUTS],
+            api_name="fuse", preprocess=False, concurrency_limit=1)
     return app
 
 

@@ -168,3 +168,22 @@ def test_the_demo_refuses_formats_sample_py_skips(tmp_path):
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(gif)
     with pytest.raises(demo_app.DemoError, match=r"\.gif is not a source format"):
         demo_app.read_upload({"path": str(gif), "orig_name": "x.gif"}, "infrared", 1024)
+
+
+def test_the_demo_refuses_a_malformed_request_before_it_queues(tmp_path, golden):
+    """The click's check runs outside the queue (no model is loaded for it), and an API call with
+    a value of the wrong kind gets its one-line reason, not an empty error."""
+    demo_app = pytest.importorskip("demo_app")
+    gr = pytest.importorskip("gradio")
+    settings = demo_app.make_settings({"model_config": str(golden / "unet_tiny.yaml"),
+                                       "diffusion_config": str(golden / "pipeline" / "small_10steps" /
+                                                               "diffusion_config.yaml")})
+    try:
+        check = demo_app.make_check(settings)
+        with pytest.raises(gr.Error, match="must be an uploaded file"):
+            check("not a file", None, "infrared-visible", False, 2, 1, 0.5, 0.001, "none")
+        with pytest.raises(gr.Error, match="lamb must be a finite number > 0"):
+            check(None, None, "infrared-visible", False, 2, 1, -1, 0.001, "none")
+    finally:
+        import shutil
+        shutil.rmtree(settings.workdir)
