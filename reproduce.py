@@ -607,14 +607,14 @@ def check_setup(args) -> None:
         args.fusion = resolve_options(args.fusion_options, Door.CLI)
     except SetupError as exc:
         raise ReproduceError(str(exc)) from None
-    try:  # through links: a loop, or a folder inside the data, is one line
-        check_output_folder(args.save_dir, [args.data], "--save_dir")
-    except OutputPathError as exc:
-        raise ReproduceError(str(exc)) from None
     blocking = file_in_the_way(args.save_dir)
     if blocking is not None:
         raise ReproduceError(f"--save_dir {args.save_dir}: {blocking} is a file, not a folder; "
                              "choose another folder")
+    try:  # through links: a loop, or a folder inside the data, is one line
+        check_output_folder(args.save_dir, [args.data], "--save_dir")
+    except OutputPathError as exc:
+        raise ReproduceError(str(exc)) from None
     existing = next(p for p in [args.save_dir, *args.save_dir.parents] if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ReproduceError(f"--save_dir {args.save_dir}: {existing} is not writable; choose another folder")

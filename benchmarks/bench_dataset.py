@@ -375,7 +375,8 @@ def main(argv=None) -> int:
     for line in header:
         print(line, flush=True)
     chosen_opts = dict(precision=args.precision, batched_unet=args.batched_unet, attention=args.attention,
-                       compile=args.compile, compile_mode=args.compile_mode, compile_cache=args.compile_cache,
+                       compile=args.compile, compile_mode=args.compile_mode if args.compile else None,
+                       compile_cache=args.compile_cache if args.compile else None,
                        channels_last=args.channels_last)
     sets = [(name, pairs, tiny_size(size) if args.tiny else size, note) for name, pairs, size, note in args.sets]
     flops = {size: unet_flops(cfg, *size).total for _, _, size, _ in sets}

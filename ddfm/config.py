@@ -361,7 +361,7 @@ class FuserOptions:
             if getattr(self, name) is not None and not self.compile:
                 raise door.error(field_named(FuserOptions, name),
                                  f"applies to a compiled UNet; add {door.spell(field_named(FuserOptions, 'compile'))}"
-                                 " or leave it out")
+                                 f" or drop {door.spell(field_named(FuserOptions, name))}")
         if self.em_iterations is not None and self.prior != "none":
             raise door.error(field_named(FuserOptions, "em_iterations"),
                              "applies to the EM fusion alone (prior none); with the diffusion prior "

@@ -299,12 +299,12 @@ def test_gaussian_prior_is_offered_beside_em_only_without_a_checkpoint(tmp_path)
     import demo_app
     config = tmp_path / "model.yaml"
     config.write_text(TINY_MODEL.read_text().replace("model_path: unet_tiny.pt", "model_path: missing.pt"))
-    settings = demo_app.make_settings(demo.build_parser().parse_args(["--model_config", str(config)]))
+    settings = demo_app.make_settings(given_values(OPTION_CLASSES, demo.build_parser().parse_args(
+        ["--model_config", str(config), "--prior", "gaussian"])))
     try:
         page = json.dumps(demo_app.build_app(settings).get_config_file())
         assert '"gaussian"' in page and '"none"' in page
-        args, _, diff_cfg = demo_app.request_args(settings, "gaussian", 3, 1, 0.5, 0.001, False)
-        fuser = demo_app.FuserCache().get(args, diff_cfg)
+        fuser = demo_app.FuserCache().get(demo_app.request_config(settings, "gaussian", 3, 1, 0.5, 0.001, False))
         assert fuser.prior == "gaussian" and fuser.schedule.num_steps == 3
         assert "Gaussian prior, 3 steps" in demo_app.done_text(load_source_stub(), (32, 32), "gaussian",
                                                                3, 1, 0.5, 0.001, 1.0)
