@@ -42,27 +42,18 @@ class UsageError(Exception):
     """A problem with the command line; reported as one line, exit status 2."""
 
 def _check_outputs(args) -> None:
-    """Refuse an output file that would overwrite an input: inside --input or a --fused folder,
-    onto an existing image, or onto another of the outputs."""
-    guarded = [("--input", args.input.resolve())] + [("--fused", d.resolve()) for d in args.fused]
-    seen = {}
+    """What the shared output check (``util.fileio.check_report_outputs``, run first: inside an
+    input, links, devices, FIFOs, two outputs on one file) does not refuse: a report onto an
+    existing image, or a folder given where a file is due."""
     for flag in ("--csv", "--json", "--md"):
         path = getattr(args, flag[2:])
-        if path is None:
+        if path is None or str(path) == "-":
             continue
-        where = path.resolve()
-        for name, folder in guarded:
-            if where == folder or folder in where.parents:
-                raise UsageError(f"{flag} {path} is inside {name} {folder}, whose files are inputs; "
-                                 "write the results outside it")
-        if where.suffix.lower() in IMAGE_EXTENSIONS and where.exists():
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.exists():
             raise UsageError(f"{flag} {path} is an existing image; give a new file name "
                              f"(e.g. results{'.' + flag[2:]})")
-        if where.is_dir():
+        if path.is_dir():
             raise UsageError(f"{flag} {path} is a folder; give a file name (e.g. {path / ('results.' + flag[2:])})")
-        if where in seen:
-            raise UsageError(f"{flag} and {seen[where]} are the same file {path}; give two names")
-        seen[where] = flag
 
 
 def build_parser() -> argparse.ArgumentParser:
