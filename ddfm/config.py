@@ -163,6 +163,14 @@ def field_named(cls, name: str) -> dataclasses.Field:
     return next(f for f in fields(cls) if f.name == name)
 
 
+def unknown_key(key, known, door: Door, list_known: bool = False) -> ConfigError:
+    """The one line for a key no option has: the closest known one, or (``list_known``) all."""
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    hint = (f" (did you mean '{close[0]}'?)" if close else
+            f"; known keys: {', '.join(known)}" if list_known else "")
+    return ConfigError(f"{door.where}: unknown key '{key}'{hint}" if door.where else f"unknown option '{key}'{hint}")
+
+
 def from_mapping(cls, data: Mapping[str, Any], door: Door, base=None):
     """``cls`` (or a copy of ``base``) with ``data``'s keys, checked; unknown keys refused with the
     closest known one. Keys may use a field's ``yaml_key`` (its older spelling)."""
@@ -171,10 +179,7 @@ def from_mapping(cls, data: Mapping[str, Any], door: Door, base=None):
     values = {}
     for key, value in data.items():
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
-            raise ConfigError(f"{door.where}: unknown key '{key}'{hint}" if door.where
-                              else f"unknown option '{key}'{hint}")
+            raise unknown_key(key, known, door, list_known=True)
         values[known[key]] = value
     missing = [f.name for f in fields(cls) if f.default is dataclasses.MISSING and f.name not in values]
     if base is None and missing:
@@ -468,10 +473,7 @@ def split_options(values: Mapping[str, Any], door: Door) -> dict[type, dict]:
     for key, value in values.items():
         name = aliases.get(key, key)
         if name not in by_name:
-            close = difflib.get_close_matches(str(key), [*by_name, *aliases], n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            where = f"{door.where}: unknown key" if door.where else "unknown option"
-            raise ConfigError(f"{where} '{key}'{hint}")
+            raise unknown_key(key, [*by_name, *aliases], door)
         out[by_name[name]][name] = value
     return out
 
