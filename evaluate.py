@@ -32,7 +32,8 @@ from typing import Optional, Sequence
 from tqdm import tqdm
 
 from metrics.profiles import PROFILE_NAMES, table_profile
-from metrics.folder import CROP_LIMIT, EvaluationError, evaluate_folders, format_table, to_csv, to_json, to_md
+from metrics.folder import (CROP_LIMIT, DEFAULT_MAX_WORKERS, MIN_PAIRS_FOR_WORKERS, EvaluationError,
+                            default_workers, evaluate_folders, format_table, to_csv, to_json, to_md)
 from util.fileio import check_report_outputs, write_all_or_none
 from util.images import IMAGE_EXTENSIONS
 from util.outputs import OutputPathError
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "'textbook' (SSIM data range 255, MI in bits), or a MATLAB toolkit's table: "
                         "'vifb' (VIFB's 13 metrics), 'mefb' (MEFB's), 'liu' (Liu's toolbox), 'tang' (Tang's "
                         "Evaluation-for-Image-Fusion)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="pairs measured at once in separate processes, from "
+                        f"{MIN_PAIRS_FOR_WORKERS} pairs on (default: the CPUs this process may use, "
+                        f"at most {DEFAULT_MAX_WORKERS}); the values do not depend on it")
     p.add_argument("--csv", type=Path, help="write per-image values and means as CSV")
     p.add_argument("--json", type=Path, help="write per-image values and means as JSON")
     p.add_argument("--md", type=Path, help="write the tables as Markdown")
@@ -90,10 +95,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError(f"--modalities {args.modalities!r}: give two different folder "
                              "names separated by a comma, e.g. ir,vi")
         profile = table_profile(args.profile)
+        workers = default_workers() if args.workers is None else args.workers
+        if workers < 1:
+            raise UsageError(f"--workers {args.workers}: give 1 or more processes")
         check_report_outputs({"--csv": args.csv, "--json": args.json, "--md": args.md},
                              [args.input, *args.fused])  # before any image is read
         _check_outputs(args)
-        results = evaluate_folders(args.input, modalities, args.fused, args.profile, warn, args.quiet)
+        results = evaluate_folders(args.input, modalities, args.fused, args.profile, warn,
+                                   args.quiet, workers)
     except (UsageError, EvaluationError, OutputPathError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

@@ -8,11 +8,15 @@ top-left to its size; anything else that does not fit is named in one line and n
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import multiprocessing
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -25,6 +29,20 @@ from util.images import ImageError, files_for_stem, find_pairs, images_by_stem, 
 from util.tables import md_row, md_rule, text_table
 
 CROP_LIMIT = 32  # a fused image may be smaller than its sources by fewer pixels than this
+DEFAULT_MAX_WORKERS = 8  # evaluate.py's default --workers: the usable CPUs, at most this many
+# fewer pairs than this are measured in this process: starting a worker (importing numpy and
+# scipy) costs about a second, more than a pair of the Python evaluator's metrics
+MIN_PAIRS_FOR_WORKERS = 8
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it), at most
+    ``DEFAULT_MAX_WORKERS``: each worker holds a pair's images and the metrics' temporaries."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, DEFAULT_MAX_WORKERS))
 
 
 @dataclass
@@ -76,53 +94,126 @@ def _source_pairs(input_dir: Path, modalities: Sequence[str]):
             [(problem.path.stem, f"source {problem}") for problem in problems])
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One pair to evaluate: its stem and the three files."""
+    stem: str
+    fused: Path
+    ir: Path
+    vis: Path
+
+
+def _jobs(fused_dir: Path, pairs, skip) -> List[_Job]:
+    """The pairs whose fused image is there, once and a real file; the others go to ``skip``."""
+    fused = images_by_stem(fused_dir, broken_links=True)
+    jobs = []
+    for stem, ir_path, vis_path in pairs:
+        found = files_for_stem(fused, stem)
+        if not found:
+            skip(stem, f"no fused image in {fused_dir}")
+        elif len(found) > 1:
+            skip(stem, f"several fused images: {', '.join(p.name for p in found)}")
+        elif link_problem(found[0]):
+            skip(stem, f"{found[0]}: {link_problem(found[0])}")
+        else:
+            jobs.append(_Job(stem, found[0], ir_path, vis_path))
+    return jobs
+
+
+def evaluate_job(job: _Job, profile) -> tuple:
+    """Read and measure one pair: ('ok', values, cropped) or ('skip', reason, False). A
+    top-level function of the job and the profile (or its name), so a worker process can run
+    it."""
+    profile = table_profile(profile)
+    try:
+        fused, ir, vis = profile.read(job.fused), profile.read(job.ir), profile.read(job.vis)
+    except ImageError as exc:
+        return "skip", str(exc), False
+    if ir.shape[:2] != vis.shape[:2]:
+        return "skip", (f"sources differ in size ({job.ir.name} {ir.shape[1]}x{ir.shape[0]}, "
+                        f"{job.vis.name} {vis.shape[1]}x{vis.shape[0]})"), False
+    (h, w), (sh, sw) = fused.shape[:2], ir.shape[:2]
+    cropped = (h, w) != (sh, sw)
+    if cropped:
+        if not (h <= sh and w <= sw and sh - h < CROP_LIMIT and sw - w < CROP_LIMIT):
+            return "skip", (f"fused image is {w}x{h}, sources are {sw}x{sh} (only a crop of "
+                            f"fewer than {CROP_LIMIT} pixels per side is accepted)"), False
+        ir, vis = ir[:h, :w], vis[:h, :w]
+    try:
+        return "ok", profile.evaluate_pair(fused, ir, vis), cropped
+    except ValueError as exc:
+        return "skip", str(exc), False
+
+
+def _picklable_name(profile) -> Optional[str]:
+    """The name a worker process can look ``profile`` up by, or None (a custom profile)."""
+    name = profile if isinstance(profile, str) else getattr(profile, "name", None)
+    try:
+        return name if table_profile(name) == table_profile(profile) else None
+    except ValueError:
+        return None
+
+
+def _run_jobs(jobs: List[_Job], profile, pool, bar):
+    """Yield (job, outcome) for every job, here or in the worker processes of ``pool``
+    (outcomes then come out of order)."""
+    if pool is None or len(jobs) <= 1:
+        for job in jobs:
+            yield job, evaluate_job(job, profile)
+            bar.update()
+        return
+    futures = {pool.submit(evaluate_job, job, _picklable_name(profile)): job for job in jobs}
+    try:
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+            bar.update()
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
+@contextlib.contextmanager
+def _workers(count: int, profile):
+    """A pool of ``count`` spawned worker processes (nothing of this process is shared with
+    them), or None where one process will do or the profile has no name to send them."""
+    if count <= 1 or _picklable_name(profile) is None:
+        yield None
+        return
+    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
 def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn,
-                     quiet: bool = False) -> MethodResult:
-    res = MethodResult(name, fused_dir, columns=profile.columns, decimals=profile.decimals)
+                     quiet: bool = False, pool=None) -> MethodResult:
+    conventions = table_profile(profile)
+    res = MethodResult(name, fused_dir, columns=conventions.columns, decimals=conventions.decimals)
+    skipped: Dict[str, str] = {}
 
     def skip(stem: str, reason: str, where: str = f"{name}/") -> None:
-        res.skipped.append({"image": stem, "reason": reason})
+        skipped[stem] = reason
         warn(f"{where}{stem}: {reason}; not counted")
 
     for stem, reason in source_problems:  # named by the source file, not by a fused image
         skip(stem, reason, where="pair ")
-    fused = images_by_stem(fused_dir, broken_links=True)
+    jobs = _jobs(fused_dir, pairs, skip)
+    outcomes = {}
     # no bars with --quiet, nor when stderr is not a terminal (logs, pipes): disable=None
-    for stem, ir_path, vis_path in tqdm(pairs, desc=name, unit="img", file=sys.stderr,
-                                     dynamic_ncols=True, leave=False, disable=True if quiet else None):
-        found = files_for_stem(fused, stem)
-        if not found:
-            skip(stem, f"no fused image in {fused_dir}")
-            continue
-        if len(found) > 1:
-            skip(stem, f"several fused images: {', '.join(p.name for p in found)}")
-            continue
-        dangling = link_problem(found[0])
-        if dangling:
-            skip(stem, f"{found[0]}: {dangling}")
-            continue
-        try:
-            fused_gray, ir, vis = profile.read(found[0]), profile.read(ir_path), profile.read(vis_path)
-        except ImageError as exc:
-            skip(stem, str(exc))
-            continue
-        if ir.shape[:2] != vis.shape[:2]:
-            skip(stem, f"sources differ in size ({ir_path.name} {ir.shape[1]}x{ir.shape[0]}, "
-                       f"{vis_path.name} {vis.shape[1]}x{vis.shape[0]})")
-            continue
-        (h, w), (sh, sw) = fused_gray.shape[:2], ir.shape[:2]
-        if (h, w) != (sh, sw):
-            if h <= sh and w <= sw and sh - h < CROP_LIMIT and sw - w < CROP_LIMIT:
-                ir, vis = ir[:h, :w], vis[:h, :w]
+    with tqdm(total=len(jobs), desc=name, unit="img", file=sys.stderr, dynamic_ncols=True,
+              leave=False, disable=True if quiet else None) as bar:
+        for job, (kind, value, cropped) in _run_jobs(jobs, profile, pool, bar):
+            if kind == "skip":
+                skip(job.stem, value)
+            outcomes[job.stem] = (kind, value, cropped)
+    # in the order of the source problems, then of the pairs, however the workers finished
+    for stem in [stem for stem, _ in source_problems] + [stem for stem, _, _ in pairs]:
+        kind, value, cropped = outcomes.get(stem, ("skip", None, False))
+        if kind == "ok":
+            res.per_image[stem] = value
+            if cropped:
                 res.cropped.append(stem)
-            else:
-                skip(stem, f"fused image is {w}x{h}, sources are {sw}x{sh} "
-                           f"(only a crop of fewer than {CROP_LIMIT} pixels per side is accepted)")
-                continue
-        try:
-            res.per_image[stem] = profile.evaluate_pair(fused_gray, ir, vis)
-        except ValueError as exc:
-            skip(stem, str(exc))
+        elif stem in skipped:
+            res.skipped.append({"image": stem, "reason": skipped[stem]})
     return res
 
 
@@ -212,21 +303,25 @@ def to_md(results, profile, input_dir, modalities) -> str:
 
 
 def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Sequence[Path],
-                     profile: str = "reference", warn=None, quiet: bool = False) -> List[MethodResult]:
+                     profile: str = "reference", warn=None, quiet: bool = False,
+                     workers: int = 1) -> List[MethodResult]:
     """The metrics of every fused folder (one method each) against the sources in
     ``input_dir``; each image not counted is passed to ``warn`` (default: stderr) in one line;
-    ``quiet``: no progress bars. Raises :class:`EvaluationError` for a folder that is missing or holds
+    ``quiet``: no progress bars; ``workers``: pairs measured in that many processes at once
+    when there are at least ``MIN_PAIRS_FOR_WORKERS`` (the values do not depend on it). Raises :class:`EvaluationError` for a folder that is missing or holds
     no sources."""
     warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    conventions = table_profile(profile)
+    table_profile(profile)  # an unknown name fails before any image is read
     names = _method_names(fused_dirs)
     for d in fused_dirs:
         if not Path(d).is_dir():
             raise EvaluationError(f"--fused {d}: not a folder")
         _not_a_source_folder(Path(d), Path(input_dir), modalities)
     pairs, problems = _source_pairs(Path(input_dir), modalities)
-    return [_evaluate_method(n, Path(d), pairs, problems, conventions, warn, quiet)
-            for n, d in zip(names, fused_dirs)]
+    jobs = len(pairs) * len(fused_dirs)
+    with _workers(min(workers, jobs) if jobs >= MIN_PAIRS_FOR_WORKERS else 1, profile) as pool:
+        return [_evaluate_method(n, Path(d), pairs, problems, profile, warn, quiet, pool)
+                for n, d in zip(names, fused_dirs)]
 
 
 def _not_a_source_folder(fused_dir: Path, input_dir: Path, modalities: Sequence[str]) -> None:

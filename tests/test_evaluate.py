@@ -11,6 +11,7 @@ import pytest
 
 import evaluate
 from metrics import evaluator as M
+from metrics import folder
 from tolerance import EPS32, rel_ulps
 from util.images import read_gray, write_png_atomic
 
@@ -124,7 +125,14 @@ def test_several_methods_and_all_files(metric_cases, tmp_path, capsys):
                {k: v for k, v in ref[stem].items() if k not in ("MI", "SSIM")}
 
 
-def test_mismatches_are_named_and_not_counted(tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_mismatches_are_named_and_not_counted(workers, tmp_path, capsys, monkeypatch):
+    """The same result, order of the skipped images included, in one process or in two
+    worker processes (8 pairs: enough for workers)."""
+    pools = []
+    real_pool = folder.ProcessPoolExecutor
+    monkeypatch.setattr(folder, "ProcessPoolExecutor",
+                        lambda *args, **kw: pools.append(args) or real_pool(*args, **kw))
     rng = np.random.default_rng(0)
     src = tmp_path / "input"
     fused = tmp_path / "fused"
@@ -148,13 +156,15 @@ def test_mismatches_are_named_and_not_counted(tmp_path, capsys):
     write_png_atomic(fused / "unequal.png", img(70, 90))
 
     out_json = tmp_path / "r.json"
-    rc, out, err = _run(capsys, "--input", src, "--fused", fused, "--json", out_json)
+    rc, out, err = _run(capsys, "--input", src, "--fused", fused, "--json", out_json,
+                        "--workers", workers)
     assert rc == 1  # a source without its partner makes the table partial, as sample.py fails that pair
     doc = json.loads(out_json.read_text())["methods"]["fused"]
     assert sorted(doc["per_image"]) == ["cropped", "good"]
     assert doc["cropped"] == ["cropped"]
     reasons = {s["image"]: s["reason"] for s in doc["skipped"]}
-    assert sorted(reasons) == ["corrupt", "halved", "larger", "lonely", "missing", "twice", "unequal"]
+    # source problems first, then in pair order (sorted names), however the workers finished
+    assert list(reasons) == ["lonely", "corrupt", "halved", "larger", "missing", "twice", "unequal"]
     assert "no fused image" in reasons["missing"]
     assert "45x35" in reasons["halved"] and "90x70" in reasons["halved"]
     assert "90x72" in reasons["larger"]
@@ -167,6 +177,7 @@ def test_mismatches_are_named_and_not_counted(tmp_path, capsys):
     _, rows = _table(out)
     assert rows[0][-2:] == ["2", "1"]
     assert "7 image(s) not counted" in out
+    assert pools == ([(2,)] if workers == "2" else [])
 
     # the cropped pair is evaluated against the top-left crop of its sources
     f = read_gray(fused / "cropped.png")
@@ -193,6 +204,9 @@ def test_usage_errors_are_one_line(data_root, tmp_path, capsys):
     assert rc == 2 and "not a folder" in err
     rc, _, err = _run(capsys, "--input", tmp_path / "nowhere", "--fused", tmp_path)
     assert rc == 2 and "not a folder" in err
+    rc, _, err = _run(capsys, "--input", mri_pet, "--modalities", "PET,MRI", "--fused", tmp_path,
+                      "--workers", "0")
+    assert rc == 2 and "--workers 0: give 1 or more processes" in err
 
 
 @pytest.mark.numeric
