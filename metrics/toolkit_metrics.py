@@ -481,78 +481,173 @@ def mef_ssim_multiscale(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
 # FMI (Haghighat's feature mutual information, analysis_fmi.m), 3x3 windows
 
 
-def _fmi_window_pdfs(feature: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every 3x3 window as MATLAB's sub(:) (column-major), raw and as the reference's pdf:
-    min-max normalised (all ones when flat), divided by its sum."""
-    win = np.lib.stride_tricks.sliding_window_view(feature, (3, 3))
-    raw = win.transpose(0, 1, 3, 2).reshape(-1, 9)
-    lo, hi = raw.min(axis=1, keepdims=True), raw.max(axis=1, keepdims=True)
-    flat = hi == lo
-    with _errstate():
-        sub = np.where(flat, 1.0, (raw - lo) / np.where(flat, 1.0, hi - lo))
-    return raw, sub / sub.sum(axis=1, keepdims=True)
+def _window_columns(feature: np.ndarray) -> np.ndarray:
+    """Every 3x3 window of ``feature`` as a column, its rows in MATLAB's sub(:) order
+    (column-major): shape (9, number of interior pixels), windows in row-major order."""
+    rows, cols = feature.shape[0] - 2, feature.shape[1] - 2
+    return np.stack([feature[dy:dy + rows, dx:dx + cols].ravel()
+                     for dx in range(3) for dy in range(3)])
 
 
-def _entropy_rows(p: np.ndarray) -> np.ndarray:
-    """-sum(p log2 |p|) over the last axis, zeros skipped (the reference's real(-p log2 p) for
-    the negative joint values a copula mixture can produce)."""
-    logs = np.abs(p)
-    logs[logs == 0] = 1.0
-    np.log2(logs, out=logs)
-    logs *= p
-    return -np.sum(logs, axis=-1)
+def _xlog2x(x: np.ndarray) -> np.ndarray:
+    """x log2|x|, 0 where x is 0: the reference's real(-p log2 p) for the negative joint
+    values a copula mixture can produce, skipping zeros."""
+    size = np.abs(x)
+    size[size == 0] = 1.0
+    return x * np.log2(size, out=size)
 
 
-def _fmi_pair(raw_s, pdf_s, raw_f, pdf_f) -> np.ndarray:
+class _FmiWindows:
+    """One feature image's windows as the reference sees them: raw values, the pdf (min-max
+    normalised, all ones when flat, divided by its sum), its cdf, entropy (bits) and the
+    standard deviation of the pdf over the positions 1..9. All (9, N) or (N,)."""
+
+    def __init__(self, feature: np.ndarray):
+        self.raw = _window_columns(feature)
+        lo, hi = self.raw.min(axis=0), self.raw.max(axis=0)
+        flat = hi == lo
+        with _errstate():
+            sub = np.where(flat, 1.0, (self.raw - lo) / np.where(flat, 1.0, hi - lo))
+        self.pdf = sub / sub.sum(axis=0)
+        self.cdf = np.cumsum(self.pdf, axis=0)
+        self.entropy = -np.sum(_xlog2x(self.pdf.copy()), axis=0)
+        pos = np.arange(1, 10, dtype=np.float64)[:, None]
+        self.sd = np.sqrt(np.maximum(np.sum(pos * pos * self.pdf, axis=0)
+                                     - np.sum(pos * self.pdf, axis=0) ** 2, 0.0))
+        self.centred = self.pdf - self.pdf.mean(axis=0)
+
+    def columns(self, keep: np.ndarray) -> "_FmiWindows":
+        """The same for the windows where ``keep`` is true."""
+        part = object.__new__(_FmiWindows)
+        for name, value in vars(self).items():
+            setattr(part, name, value[..., keep])
+        return part
+
+
+def _monotone_path(cdf_x: np.ndarray, cdf_y: np.ndarray):
+    """The comonotone coupling of two 9-bin pdfs given by their cdfs (the joint cdf
+    min(X_i, Y_j), Frechet's upper bound): its mass lies on a path of at most 17 cells, one
+    per interval between consecutive merged cdf breakpoints. Returns the cells' indices i, j
+    and masses, (18, N) each: the interval ending at each X breakpoint, then at each Y one;
+    intervals beyond the last cdf value of either get mass 0."""
+    below_x = np.sum(cdf_y[None, :, :] < cdf_x[:, None, :], axis=1)  # Y breakpoints before X_i
+    below_y = np.sum(cdf_x[None, :, :] <= cdf_y[:, None, :], axis=1)  # X breakpoints before Y_j
+    pad_x = np.concatenate([np.zeros_like(cdf_x[:1]), cdf_x])  # X_{-1} = 0
+    pad_y = np.concatenate([np.zeros_like(cdf_y[:1]), cdf_y])
+    own = np.arange(9)[:, None]
+    start_x = np.maximum(pad_x[:-1], np.take_along_axis(pad_y, below_x, axis=0))
+    start_y = np.maximum(pad_y[:-1], np.take_along_axis(pad_x, below_y, axis=0))
+    i = np.concatenate([np.broadcast_to(own, below_x.shape), below_y])
+    j = np.concatenate([below_x, np.broadcast_to(own, below_y.shape)])
+    mass = np.concatenate([cdf_x - start_x, cdf_y - start_y])
+    inside = (i < 9) & (j < 9)
+    return np.minimum(i, 8), np.minimum(j, 8), np.where(inside, mass, 0.0)
+
+
+def _fmi_pair(src: _FmiWindows, fused: _FmiWindows) -> np.ndarray:
+    """fmi of every window between a source and the fused feature; 1 where the two windows
+    are equal (the reference's aSub == fSub), only the others computed."""
+    differ = np.any(src.raw != fused.raw, axis=0)
+    if differ.all():
+        return _fmi_windows(src, fused)
+    values = np.ones(differ.shape)
+    values[differ] = _fmi_windows(src.columns(differ), fused.columns(differ))
+    return values
+
+
+def _fmi_windows(src: _FmiWindows, fused: _FmiWindows) -> np.ndarray:
     """fmi of every window between a source and the fused feature: the joint pdf from the
     Frechet copula bound (upper for c >= 0, lower for c < 0) mixed with independence by the
-    ratio of the pdfs' correlation to the bound's, then 2 MI / (H_s + H_f)."""
-    cdf_s, cdf_f = np.cumsum(pdf_s, axis=1), np.cumsum(pdf_f, axis=1)
-    ts, tf = pdf_s - pdf_s.mean(axis=1, keepdims=True), pdf_f - pdf_f.mean(axis=1, keepdims=True)
-    cross = np.sum(ts * tf, axis=1)
-    idx = np.arange(1, 10, dtype=np.float64)
-    sd_s = np.sqrt(np.maximum(pdf_s @ (idx * idx) - (pdf_s @ idx) ** 2, 0.0))
-    sd_f = np.sqrt(np.maximum(pdf_f @ (idx * idx) - (pdf_f @ idx) ** 2, 0.0))
+    ratio of the pdfs' correlation c to the bound's, then 2 MI / (H_s + H_f).
+
+    The reference sums over all 81 cells of the joint pdf; the bound's mass lies on at most
+    17 of them (``_monotone_path``), and on the others the joint pdf is (1 - mix) p_f p_s,
+    whose x log x sums in closed form, so only the path's cells are visited. The lower bound
+    is the upper one with the source's bins reversed."""
+    cross = np.sum(src.centred * fused.centred, axis=0)
     with _errstate():
-        c = np.where(cross == 0, 0.0, cross / np.sqrt(np.sum(ts * ts, axis=1) * np.sum(tf * tf, axis=1)))
-    fi, sj = cdf_f[:, :, None], cdf_s[:, None, :]
-    bound = np.minimum(fi, sj)  # upper Frechet bound, for c >= 0
+        c = np.where(cross == 0, 0.0, cross / np.sqrt(np.sum(src.centred ** 2, axis=0)
+                                                      * np.sum(fused.centred ** 2, axis=0)))
     neg = c < 0
-    if neg.any():  # lower bound max(F + S - 1, 0) where the correlation is negative
-        bound[neg] = np.maximum(fi[neg] + sj[neg] - 1.0, 0.0)
-    cov = np.sum(bound, axis=(1, 2)) - cdf_f.sum(axis=1) * cdf_s.sum(axis=1)
-    degenerate = (sd_s == 0) | (sd_f == 0) | (c == 0)
+    reversed_cdf = np.concatenate([1.0 - src.cdf[-2::-1], np.ones_like(src.cdf[:1])])
+    i, j, mass = _monotone_path(fused.cdf, np.where(neg, reversed_cdf, src.cdf))
+    j = np.where(neg, 8 - j, j)
+    # sum_ij C(F_i, S_j) = sum over the cells of mass (9 - i)(9 - j), C the bound's joint cdf
+    cov = np.sum(mass * (9 - i) * (9 - j), axis=0) - fused.cdf.sum(axis=0) * src.cdf.sum(axis=0)
+    degenerate = (src.sd == 0) | (fused.sd == 0) | (c == 0)
     with _errstate():
-        mix = np.where(degenerate, 0.0, c / (cov / (sd_f * sd_s)))
-    # joint pdf: the bound's 2-D differences (C(0, .) = C(., 0) = 0), in place to spare memory
-    bound[:, 1:, :] -= bound[:, :-1, :].copy()
-    bound[:, :, 1:] -= bound[:, :, :-1].copy()
-    bound *= mix[:, None, None]
-    indep = pdf_f[:, :, None] * pdf_s[:, None, :]
-    indep *= (1.0 - mix)[:, None, None]
-    bound += indep
-    h_joint = _entropy_rows(bound.reshape(len(c), -1))
-    h_s, h_f = _entropy_rows(pdf_s), _entropy_rows(pdf_f)
-    mi = h_s + h_f - h_joint
+        mix = np.where(degenerate, 0.0, c / (cov / (fused.sd * src.sd)))
+    rest = 1.0 - mix
+    indep = np.take_along_axis(fused.pdf, i, axis=0) * np.take_along_axis(src.pdf, j, axis=0) * rest
+    on_path = np.sum(_xlog2x(mix * mass + indep) - _xlog2x(indep), axis=0)
+    # sum over all cells of x log2|x| for x = rest p_f p_s: rest log2|rest| - rest (H_f + H_s)
+    everywhere = _xlog2x(rest.copy()) - rest * (fused.entropy + src.entropy)
+    mi = src.entropy + fused.entropy + everywhere + on_path
     with _errstate():
-        fmi = np.where(mi == 0, 0.0, 2.0 * mi / (h_s + h_f))
-    return np.where(np.all(raw_s == raw_f, axis=1), 1.0, fmi)
+        return np.where(mi == 0, 0.0, 2.0 * mi / (src.entropy + fused.entropy))
 
 
-def fmi(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "none",
-        rows_per_chunk: int = 64) -> float:
+def matlab_edge(img: np.ndarray) -> np.ndarray:
+    """MATLAB's edge(img) with its defaults (Sobel, automatic threshold, thinning), as 0/1
+    doubles: gradients by imfilter with fspecial('sobel')/8 and replicated borders, b = gx^2 +
+    gy^2, cutoff 4 mean(b); a pixel is an edge where b > cutoff and b is a local maximum across
+    the dominant gradient direction: (|gx| >= |gy| - 100 eps, b(r, c-1) <= b < ... > b(r, c+1))
+    or the same vertically, neighbours outside the image counting as smaller. Written from the
+    algorithm of MATLAB's code-generation edge.m (computeEdgesWithThinning); Octave's edge
+    thins differently and is not a reference for it."""
+    gx, gy = sobel_xy(img, mode="nearest", scale=1.0 / 8.0)
+    b = gx * gx + gy * gy
+    cutoff = 4.0 * np.sum(b) / b.size
+    padded = np.pad(b, 1, constant_values=-np.inf)
+    left, right = padded[1:-1, :-2], padded[1:-1, 2:]
+    up, down = padded[:-2, 1:-1], padded[2:, 1:-1]
+    ax, ay = np.abs(gx), np.abs(gy)
+    tol = 100 * np.finfo(np.float64).eps
+    across_x = (ax >= ay - tol) & (left <= b) & (b > right)
+    across_y = (ay >= ax - tol) & (up <= b) & (b > down)
+    return ((b > cutoff) & (across_x | across_y)).astype(np.float64)
+
+
+def _rerange(x: np.ndarray) -> np.ndarray:
+    """analysis_fmi.m's rerange: min-max to 0..1, all ones when flat."""
+    lo, hi = x.min(), x.max()
+    return np.ones_like(x) if hi == lo else (x - lo) / (hi - lo)
+
+
+def dmey_feature(img: np.ndarray) -> np.ndarray:
+    """analysis_fmi.m's 'wavelet' feature: one level of MATLAB's dwt2(img, 'dmey') (the
+    Wavelet Toolbox's discrete Meyer filters, symmetric half-point extension, the default
+    dwtmode 'sym'), assembled as [cA, cH; cV, cD] and reranged to 0..1. PyWavelets' dwt2 with
+    mode 'symmetric' computes MATLAB's dwt2 (checked against a transcription of its steps in
+    tests/test_toolkits.py)."""
+    import pywt  # only this feature needs it
+
+    approx, (horizontal, vertical, diagonal) = pywt.dwt2(img, "dmey", mode="symmetric")
+    return _rerange(np.block([[approx, horizontal], [vertical, diagonal]]))
+
+
+FMI_FEATURES = {
+    "none": lambda x: x,
+    "edge": matlab_edge,
+    "dct": lambda x: sfft.dctn(x, type=2, norm="ortho"),  # MATLAB's dct2
+    "wavelet": dmey_feature,
+}
+
+
+def fmi(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "edge",
+        rows_per_chunk: int = 16) -> float:
     """analysis_fmi(a, b, f, feature) with its 3x3 windows: mean over the interior windows of
-    (fmi(a, f) + fmi(b, f)) / 2. ``feature``: 'none' (raw pixels) or 'dct' (dct2 of the whole
-    image, orthonormal DCT-II). Computed in chunks of image rows to bound memory."""
-    if feature == "dct":
-        a, b, f = (sfft.dctn(x, type=2, norm="ortho") for x in (a, b, f))
-    elif feature != "none":
-        raise ValueError(f"FMI feature {feature!r}: only 'none' and 'dct' are implemented")
+    the feature images of (fmi(a, f) + fmi(b, f)) / 2. ``feature`` (``FMI_FEATURES``): 'edge'
+    (the reference's default: MATLAB's edge), 'none' (raw pixels), 'dct' (dct2 of the whole
+    image) or 'wavelet' (dwt2 'dmey'). Computed in chunks of rows to bound memory."""
+    if feature not in FMI_FEATURES:
+        raise ValueError(f"FMI feature {feature!r}: use one of {', '.join(FMI_FEATURES)}")
+    a, b, f = (FMI_FEATURES[feature](x) for x in (a, b, f))
     total, count = 0.0, 0
     for top in range(0, a.shape[0] - 2, rows_per_chunk):
         rows = slice(top, min(top + rows_per_chunk, a.shape[0] - 2) + 2)
-        raw_f, pdf_f = _fmi_window_pdfs(f[rows])
-        vals = sum(_fmi_pair(*_fmi_window_pdfs(s[rows]), raw_f, pdf_f) for s in (a, b)) / 2.0
+        fused = _FmiWindows(f[rows])
+        vals = (_fmi_pair(_FmiWindows(a[rows]), fused) + _fmi_pair(_FmiWindows(b[rows]), fused)) / 2.0
         total += float(np.sum(vals))
         count += vals.size
     return total / count
@@ -902,15 +997,18 @@ def _pc_noise_threshold(eo_first, em_n: float, sum_an2: float, sum_aiaj: float) 
 
 
 def _pc_orientation(image_fft, filters, noise_sums):
-    """One orientation: (weighted energy, sum of amplitudes, PC of the orientation)."""
-    eo = [sfft.ifft2(image_fft * flt) for flt in filters]
+    """One orientation: (weighted energy, sum of amplitudes, PC of the orientation). The
+    reference's sum over the scales of E mean_E + O mean_O is (sum E) mean_E + (sum O) mean_O,
+    taken so here (equal to rounding)."""
+    eo = [sfft.ifft2(image_fft * flt, overwrite_x=True) for flt in filters]
     amp = [np.abs(e) for e in eo]
     sum_an = sum(amp)
     sum_e, sum_o = sum(e.real for e in eo), sum(e.imag for e in eo)
-    x_energy = np.sqrt(sum_e * sum_e + sum_o * sum_o) + _PC_EPS
+    x_energy = np.hypot(sum_e, sum_o) + _PC_EPS
     mean_e, mean_o = sum_e / x_energy, sum_o / x_energy
-    energy = sum(e.real * mean_e + e.imag * mean_o - np.abs(e.real * mean_o - e.imag * mean_e)
-                 for e in eo)
+    energy = sum_e * mean_e + sum_o * mean_o
+    for e in eo:
+        energy -= np.abs(e.real * mean_o - e.imag * mean_e)
     energy = np.maximum(energy - _pc_noise_threshold(eo[0], *noise_sums), 0.0)
     width = sum_an / (np.maximum.reduce(amp) + _PC_EPS) / _PC_SCALES
     weight = 1.0 / (1.0 + np.exp((0.5 - width) * 10.0))

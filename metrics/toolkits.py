@@ -170,7 +170,10 @@ _TANG_FLOAT: Dict[str, Callable] = {
     + 0.5 * tm.ssim_gaussian(f, vi, 1.0, "replicate"),
     # Ma's multi-exposure MEF-SSIM at three scales (analysis_ms_ssim), not Wang's MS-SSIM
     "MS_SSIM": lambda f, ir, vi: tm.mef_ssim_multiscale(ir, vi, f),
+    # analysis_fmi's default features are MATLAB's edge maps: the script's "FMI_pixel"
+    "FMI_pixel": lambda f, ir, vi: tm.fmi(ir, vi, f, "edge"),
     "FMI_dct": lambda f, ir, vi: tm.fmi(ir, vi, f, "dct"),
+    "FMI_w": lambda f, ir, vi: tm.fmi(ir, vi, f, "wavelet"),
     # what analysis_Reference reports: analysis_nabf(img1, img2, img_f), fused image last
     "Nabf_tang_order": lambda f, ir, vi: tm.nabf(ir, vi, f),
 }
@@ -203,6 +206,7 @@ def _mefb_grey(name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
 
 _MEFB_GREY: Dict[str, Callable] = {
     "EN": lambda a, b, f: tm.entropy(f),
+    "FMI": lambda a, b, f: tm.fmi(a, b, f, "edge"),  # metricsFMI's default features
     "NMI": tm.nmi,
     "Qncie": tm.qncie,
     "TE": tm.tsallis_metric,
@@ -290,11 +294,11 @@ class ToolkitProfile:
 
 VIFB_COLUMNS = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE", "SSIM", "Qcb",
                 "Qcv")
-MEFB_COLUMNS = ("CE", "EN", "NMI", "PSNR", "Qncie", "TE", "AG", "EI", "Qabf", "Qp", "SD", "SF",
+MEFB_COLUMNS = ("CE", "EN", "FMI", "NMI", "PSNR", "Qncie", "TE", "AG", "EI", "Qabf", "Qp", "SD", "SF",
                 "Qc", "Qw", "Qy", "MEF_SSIM", "Qcb", "Qcv", "VIFF")
 LIU_COLUMNS = ("Qmi", "Qte", "Qncie", "Qg", "Qsf", "Qp", "Qs", "Qc", "Qy", "Qcv", "Qcb")
 TANG_COLUMNS = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf", "Nabf",
-                "Nabf_tang_order", "SSIM", "MS_SSIM", "FMI_dct")
+                "Nabf_tang_order", "SSIM", "MS_SSIM", "FMI_pixel", "FMI_dct", "FMI_w")
 
 
 def _vifb_compute(f, ir, vi) -> Dict[str, float]:
@@ -321,7 +325,7 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
         _vifb_compute, lambda name, f, ir, vi: _vifb_metric(name, vi, ir, f)),
     "mefb": ToolkitProfile(
         "mefb", "MEFB's metrics with its MATLAB conventions, metricsX(A = infrared, B = visible, "
-        "fused); colour images channel by channel; FMI (edge features) not computed",
+        "fused); colour images channel by channel",
         MEFB_COLUMNS, _mefb_compute, lambda name, f, a, b: _mefb_metric(name, a, b, f)),
     "liu": ToolkitProfile(
         "liu", "Liu's imageFusionMetrics (fusionAssess.m, Liu et al. TPAMI 2012), "
@@ -331,7 +335,7 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
     "tang": ToolkitProfile(
         "tang", "Tang's Evaluation-for-Image-Fusion (analysis_Reference.m), grey uint8 inputs; "
         "Nabf_tang_order is what its script reports (arguments out of order); SSIM follows "
-        "MATLAB's documented ssim, unverified; FMI_pixel and FMI_w not computed", TANG_COLUMNS,
+        "MATLAB's documented ssim, unverified; FMI_pixel is FMI of MATLAB's edge maps", TANG_COLUMNS,
         _tang_compute, lambda name, f, ir, vi: _tang_single(name, _tang_grey(f), _tang_grey(ir),
                                                            _tang_grey(vi))),
 }

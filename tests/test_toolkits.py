@@ -251,6 +251,60 @@ def test_matlab_rgb2gray_rounds_halves_away_from_zero():
     assert tm.round_half_away(np.array([0.5, 1.5, 2.5, -0.5])).tolist() == [1, 2, 3, -1]
 
 
+def test_matlab_edge_keeps_the_right_pixel_of_a_tied_step():
+    """MATLAB's thinning compares b(r, c-1) <= b < ... > b(r, c+1): of the two equal gradient
+    columns either side of a vertical step, only the right one is an edge; a step whose
+    gradient is exactly the automatic cutoff (4 x mean) is no edge at all."""
+    step = np.zeros((12, 16))
+    step[:, 8:] = 100.0
+    edges = tm.matlab_edge(step)
+    assert edges[:, 8].all() and edges.sum() == 12  # column 9 (MATLAB's 1-based) only
+    narrow = np.zeros((12, 8))
+    narrow[:, 4:] = 100.0  # b = 2500 on two of 8 columns: cutoff 4 * 625 = 2500, not above
+    assert tm.matlab_edge(narrow).sum() == 0
+
+
+def _matlab_dwt2_steps(x, lo, hi):
+    """MATLAB's dwt2 as its code does it: extend the columns symmetrically (half-point) by
+    lf-1, convolve each row ('valid'), keep columns 2:2:end; then the same down the columns."""
+    ext = len(lo) - 1
+
+    def down(z, filt):
+        z = np.pad(z[:, 1::2], ((ext, ext), (0, 0)), mode="symmetric")
+        z = np.apply_along_axis(np.convolve, 0, z, filt, "valid")
+        return z[1::2, :]
+
+    y = np.pad(x, ((0, 0), (ext, ext)), mode="symmetric")
+    rows_lo = np.apply_along_axis(np.convolve, 1, y, lo, "valid")
+    rows_hi = np.apply_along_axis(np.convolve, 1, y, hi, "valid")
+    return down(rows_lo, lo), down(rows_lo, hi), down(rows_hi, lo), down(rows_hi, hi)
+
+
+@pytest.mark.parametrize("shape", [(64, 80), (67, 93), (40, 45)])
+def test_dmey_feature_is_matlabs_dwt2(shape):
+    """FMI_w's feature: PyWavelets' dwt2('dmey', 'symmetric') equals MATLAB's dwt2 steps (a
+    size below the 62-tap filter included: the extension then reflects more than once), and
+    the blocks are laid out as [cA, cH; cV, cD], reranged to 0..1."""
+    import pywt
+
+    x = np.random.default_rng(3).integers(0, 256, shape).astype(np.float64)
+    w = pywt.Wavelet("dmey")
+    a, h, v, d = _matlab_dwt2_steps(x, np.array(w.dec_lo), np.array(w.dec_hi))
+    assert a.shape == ((shape[0] + 61) // 2, (shape[1] + 61) // 2)
+    block = np.block([[a, h], [v, d]])
+    want = (block - block.min()) / (block.max() - block.min())
+    assert np.abs(tm.dmey_feature(x) - want).max() < 1e-12
+
+
+def test_fmi_of_identical_images_is_one_and_features_are_named():
+    rng = np.random.default_rng(4)
+    src = rng.integers(0, 256, (40, 44)).astype(np.float64)
+    for feature in tm.FMI_FEATURES:
+        assert tm.fmi(src, src, src, feature) == 1.0
+    with pytest.raises(ValueError, match="use one of none, edge, dct, wavelet"):
+        tm.fmi(src, src, src, "gradient")
+
+
 # --------------------------------------------------------------------------------------------
 # bad input: one-line errors, or the reference's value without warnings
 

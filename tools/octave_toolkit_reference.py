@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,9 @@ VIFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "MI": "Mutinf", "PSNR": "P
 FMI_CASES = ("tno_mean", "kettle_colour", "walkingnight_grey_ir", "constant_fused")
 FMI_CROP = "{1:20, 1:24}"  # FMI_dct is computed on this top-left corner of those cases
 # MEFB's util/configMetrics.m, in its order, as {column: metricsX file}; FMI (default 'edge'
-# features) stops in Octave, whose edge() refuses doubles outside 0..1, so it is not run.
-MEFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "NMI": "NMI", "PSNR": "Psnr",
+# features: MATLAB's edge, which Octave implements differently) is run by the 'fmi' kit with
+# the MATLAB_EDGE shim, not here.
+MEFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "FMI": "FMI", "NMI": "NMI", "PSNR": "Psnr",
               "Qncie": "Qncie", "TE": "TE", "AG": "Avg_gradient", "EI": "Edge_intensity",
               "Qabf": "Qabf", "Qp": "Qp", "SD": "SD", "SF": "Spatial_frequency", "Qc": "Qc",
               "Qw": "Qw", "Qy": "Qy", "MEF_SSIM": "MEF_SSIM", "Qcb": "Qcb", "Qcv": "Qcv",
@@ -79,6 +81,70 @@ end
 }
 REAL_IFFT2 = """function y = ifft2(x)
   y = real(builtin('ifft2', x));
+end
+"""
+
+
+# MATLAB's edge(a) with its defaults (Sobel, automatic threshold, thinning), for the FMI
+# columns only: Octave's own edge thins differently (and refuses doubles outside 0..1). A
+# per-pixel transcription of the algorithm of MATLAB's code-generation edge.m
+# (computeEdgesWithThinningPortable: neighbours outside the image count as smaller), kept
+# apart from metrics/toolkit_metrics.matlab_edge, which is vectorised.
+MATLAB_EDGE = """function e = edge(a)
+  a = double(a);
+  op = fspecial('sobel') / 8;
+  bx = imfilter(a, op', 'replicate');
+  by = imfilter(a, op, 'replicate');
+  b = bx .* bx + by .* by;
+  cutoff = 4 * sum(b(:)) / numel(b);
+  bx = abs(bx); by = abs(by);
+  [m, n] = size(b);
+  e = false(m, n);
+  for c = 1:n
+    for r = 1:m
+      b1 = (c - 1 < 1) || (b(r, c - 1) <= b(r, c));
+      b2 = (c + 1 > n) || (b(r, c) > b(r, c + 1));
+      b3 = (r - 1 < 1) || (b(r - 1, c) <= b(r, c));
+      b4 = (r + 1 > m) || (b(r, c) > b(r + 1, c));
+      e(r, c) = (b(r, c) > cutoff) && (((bx(r, c) >= (by(r, c) - eps * 100)) && b1 && b2) ...
+                || ((by(r, c) >= (bx(r, c) - eps * 100)) && b3 && b4));
+    end
+  end
+end
+"""
+
+
+def matlab_dwt2_shim() -> str:
+    """MATLAB's dwt2(x, 'dmey') (Wavelet Toolbox, default dwtmode 'sym'), which Octave lacks:
+    its steps (extend the columns half-point symmetrically by lf-1, convolve the rows, keep
+    columns 2:2:end; the same down the columns), with the Toolbox's discrete Meyer filters as
+    PyWavelets ships them (pywt.Wavelet('dmey').dec_lo / dec_hi, 62 taps)."""
+    import pywt
+
+    w = pywt.Wavelet("dmey")
+    lo = " ".join(f"{v:.17g}" for v in w.dec_lo)
+    hi = " ".join(f"{v:.17g}" for v in w.dec_hi)
+    return f"""function [a, h, v, d] = dwt2(x, wname)
+  if ~strcmp(wname, 'dmey'), error('dwt2 shim: dmey only'); end
+  lo = [{lo}];
+  hi = [{hi}];
+  lf = numel(lo); ext = lf - 1; last = size(x) + lf - 1;
+  y = symext(double(x), ext, 2);
+  z = conv2(y, lo, 'valid');
+  a = down(z, lo, ext, last); h = down(z, hi, ext, last);
+  z = conv2(y, hi, 'valid');
+  v = down(z, lo, ext, last); d = down(z, hi, ext, last);
+end
+function y = down(x, f, ext, last)
+  y = x(:, 2:2:last(2));
+  y = symext(y, ext, 1);
+  y = conv2(y', f, 'valid')';
+  y = y(2:2:last(1), :);
+end
+function y = symext(x, k, dim)
+  n = size(x, dim); i = (1 - k:n + k) - 1; i = mod(i, 2 * n);
+  i(i >= n) = 2 * n - 1 - i(i >= n);
+  if dim == 2, y = x(:, i + 1); else, y = x(i + 1, :); end
 end
 """
 
@@ -154,6 +220,8 @@ def _mefb_program(case_dir: Path, names, real: Path) -> str:
         lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
                      f" B = imread('{case_dir}/{case}_vi.png');")
         for col, fname in MEFB_FILES.items():
+            if col == "FMI":  # needs MATLAB's edge: the 'fmi' kit runs it
+                continue
             call = with_real_ifft2(col, f"metrics{fname}(A, B, F)", real)
             lines.append(f"try, {call} catch e, v = -9999; disp(e.message); end")
             lines.append(f"printf('R %s mefb %s %.17g\\n', '{case}', '{col}', v);")
@@ -175,6 +243,29 @@ def _liu_program(case_dir: Path, names, real: Path) -> str:
                          " disp(e.message); end")
             lines.append(f"printf('R %s liu %s %.17g\\n', '{case}', '{col}', v);")
     return "\n".join(lines) + "\n"
+
+
+def _fmi_programs(case_dir: Path, names, toolkits: Path, matlab_only: Path) -> list:
+    """The FMI columns whose features Octave lacks, with the MATLAB_EDGE and dwt2 shims put
+    ahead of the image package: Tang's FMI_pixel (analysis_fmi's default 'edge' features)
+    and FMI_w ('wavelet', dwt2 'dmey') on the whole crops, as analysis_Reference calls them;
+    MEFB's metricsFMI(A = infrared, B = visible, fused). One Octave process each."""
+    head = ("pkg load image", "pkg load signal", "more off", "warning('off', 'all');",
+            f"addpath('{matlab_only}');")
+    tang, mefb = list(head), list(head)
+    tang.insert(0, f"addpath('{toolkits / 'Evaluation-for-Image-Fusion' / 'Evaluation'}');")
+    mefb.insert(0, f"addpath('{toolkits / 'MEFB' / 'metrics'}');")
+    for case in names:
+        read = (f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
+                f" B = imread('{case_dir}/{case}_vi.png');")
+        tang += [read, "if size(F,3)>2, F=rgb2gray(F); end; if size(A,3)>2, A=rgb2gray(A); end;"
+                 " if size(B,3)>2, B=rgb2gray(B); end",
+                 "fA = im2double(A)*255; fB = im2double(B)*255; fF = im2double(F)*255;",
+                 f"printf('R %s tang FMI_pixel %.17g\\n', '{case}', analysis_fmi(fA, fB, fF));",
+                 f"printf('R %s tang FMI_w %.17g\\n', '{case}', analysis_fmi(fA, fB, fF, 'wavelet'));"]
+        mefb += [read, "try, v = metricsFMI(A, B, F); catch e, v = -9999; disp(e.message); end",
+                 f"printf('R %s mefb FMI %.17g\\n', '{case}', v);"]
+    return ["\n".join(tang) + "\n", "\n".join(mefb) + "\n"]
 
 
 TANG_EASY = """function [EN, SF, SD, PSNR, MSE, MI, VIF, AG, CC, SCD, Qabf] = tang_easy(F, A, B)
@@ -212,13 +303,17 @@ def _shim_folders(tmp: Path) -> str:
         (shims / name).write_text(text)
     (real / "ifft2.m").write_text(REAL_IFFT2)
     (tmp / "tang_easy.m").write_text(TANG_EASY)
+    (tmp / "matlab_only").mkdir()
+    (tmp / "matlab_only" / "edge.m").write_text(MATLAB_EDGE)
+    (tmp / "matlab_only" / "dwt2.m").write_text(matlab_dwt2_shim())
     # freqspace: Octave's own (if it has one) takes precedence over the shim
     return f"addpath('{tmp}'); addpath('{shims}');"
 
 
 def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
     """{case: {kit: {column: value}}} for the kits asked for: VIFB and Tang's in one Octave
-    process, MEFB in another."""
+    process, MEFB, Liu's and the FMI columns ('fmi': Tang's FMI_pixel and FMI_w, MEFB's FMI;
+    slow: Octave's per-window loops) in processes of their own, two at a time."""
     values: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         shims, real = _shim_folders(Path(tmp)), Path(tmp) / "real_ifft2"
@@ -235,9 +330,13 @@ def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
         if "liu" in kits:
             runs.append(f"addpath('{toolkits / 'imageFusionMetrics'}'); {shims}\n"
                         + _liu_program(case_dir, names, real))
-        for prog in runs:
-            for case, by_kit in _run_program(prog).items():
-                values.setdefault(case, {}).update(by_kit)
+        if "fmi" in kits:
+            runs += _fmi_programs(case_dir, names, toolkits, Path(tmp) / "matlab_only")
+        with ThreadPoolExecutor(max_workers=2) as pool:  # one Octave process per run
+            for fresh in pool.map(_run_program, runs):
+                for case, by_kit in fresh.items():
+                    for kit, columns in by_kit.items():
+                        values.setdefault(case, {}).setdefault(kit, {}).update(columns)
     return values
 
 
@@ -253,9 +352,10 @@ def main() -> None:
     p.add_argument("--toolkits", type=Path, required=True,
                    help="folder holding VIFB/, Evaluation-for-Image-Fusion/, MEFB/ and "
                    "imageFusionMetrics/")
-    p.add_argument("--kits", nargs="+", choices=("vifb", "tang", "mefb", "liu"),
-                   default=["vifb", "tang", "mefb", "liu"],
-                   help="toolkits to run; the stored values of the others are kept")
+    p.add_argument("--kits", nargs="+", choices=("vifb", "tang", "mefb", "liu", "fmi"),
+                   default=["vifb", "tang", "mefb", "liu", "fmi"],
+                   help="toolkits to run ('fmi': the FMI columns Octave needs shims for); "
+                   "the stored values of the others are kept")
     args = p.parse_args()
     cases = make_cases()
     crops = OUT / "crops"
@@ -267,7 +367,8 @@ def main() -> None:
     target = OUT / "octave_reference.json"
     values = json.loads(target.read_text())["values"] if target.exists() else {}
     for case, by_kit in fresh.items():
-        values.setdefault(case, {}).update(by_kit)
+        for kit, columns in by_kit.items():
+            values.setdefault(case, {}).setdefault(kit, {}).update(columns)
     version = subprocess.run(["octave-cli", "--eval", "disp(version)"], capture_output=True,
                              text=True).stdout.strip()
     doc = {"source": "tools/octave_toolkit_reference.py", "octave": version,
