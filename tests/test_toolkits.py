@@ -206,6 +206,21 @@ def test_haar_bands_equal_buildwpyr_on_odd_sizes():
     assert np.allclose(got, BUILDWPYR_5X7, rtol=1e-15, atol=0)
 
 
+def test_qm_ignores_the_odd_last_row_and_column_and_is_nan_for_two_flat_sources(octave):
+    """metricPWW asks for even sizes and does not check: on the 75 x 93 kettle crop its value is
+    that of the 74 x 92 image (Octave gives the same for both), and ours is too. Two constant
+    sources give 0/0 = NaN, as metricPWW does under Octave, without a warning."""
+    f, ir, vi = (matlab_rgb2gray(read_as_matlab(KITS / "crops" / f"kettle_colour_{r}.png"))
+                 for r in ("fused", "ir", "vi"))
+    assert f.shape == (75, 93)
+    whole = tm.qm_pww(ir, vi, f)
+    assert whole == tm.qm_pww(ir[:-1, :-1], vi[:-1, :-1], f[:-1, :-1])
+    assert _same(whole, octave["kettle_colour"]["liu"]["Qm"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(tm.qm_pww(np.full((40, 48), 7.0), np.full((40, 48), 9.0), f[:40, :48]))
+
+
 def test_fmi_dct_equals_octave_on_corners(octave):
     """Tang's FMI_dct (analysis_fmi(ir, vi, fused, 'dct')) on the top-left 20x24 corner of four
     cases, a constant fused image among them."""
