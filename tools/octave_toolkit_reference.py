@@ -173,7 +173,7 @@ def _mefb_program(case_dir: Path, names, real: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _path_lines(folders) -> tuple:
+def path_lines(folders) -> tuple:
     """Octave statements putting the folders on the path (the last one searched first) and
     taking them off again."""
     return (" ".join(f"addpath('{d}');" for d in folders),
@@ -185,7 +185,7 @@ def _liu_program(case_dir: Path, names, real: Path, pyrtools: tuple) -> str:
     B = visible); a colour image is made grey with rgb2gray first (the toolbox is for grey
     images). matlabPyrTools and the compiled corrDn (``pyrtools``) are on the path for Qm
     only, also when metricPWW stops; the program stops at once unless corrDn is the MEX file."""
-    add, drop = _path_lines(pyrtools)
+    add, drop = path_lines(pyrtools)
     lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');",
              f"{add} if isempty(regexp(which('corrDn'), '\\.mex$')), error('corrDn is not the "
              f"compiled MEX file: %s', which('corrDn')); end; {drop}"]
