@@ -36,7 +36,8 @@ from PIL import Image  # noqa: E402
 
 from metrics.toolkits import TOOLKIT_PROFILES  # noqa: E402
 from tools.octave_toolkit_reference import (LIU_CALLS, MEFB_FILES, REAL_IFFT2, SHIMS,  # noqa: E402
-                                            VIFB_FILES, with_real_ifft2)
+                                            VIFB_FILES, path_lines, pyrtools_path,
+                                            with_real_ifft2)
 from util.images import read_gray  # noqa: E402
 from util.fileio import write_text_atomic  # noqa: E402
 from util.tables import text_table  # noqa: E402
@@ -90,17 +91,21 @@ def _octave_call(kit: str, name: str) -> str:
     return TANG_CALLS[name]
 
 
-def _octave_lines(kit: str, columns, real: Path) -> list:
+def _octave_lines(kit: str, columns, real: Path, pyrtools: tuple = ()) -> list:
+    """One timed call per column; Liu's Qm with matlabPyrTools and the compiled corrDn
+    (``pyrtools``) on the path, put there outside the timing."""
     lines = []
+    add, drop = path_lines(pyrtools)
     for name in columns:
         call = _octave_call(kit, name)
         if not call:
             continue  # MATLAB's built-in ssim: not in Octave
         timed = with_real_ifft2(name, call, real) if kit in ("mefb", "liu") else f"v = {call};"
         # a call the reference cannot make (MEFB's MEF_SSIM on grey images) prints no row
-        lines += [f"try, t0 = cputime; {timed} t = cputime - t0;"
-                  f" printf('T {kit} {name} %.6f %.17g\\n', t, v); fflush(stdout);"
-                  " catch e, disp(e.message); end"]
+        line = (f"try, t0 = cputime; {timed} t = cputime - t0;"
+                f" printf('T {kit} {name} %.6f %.17g\\n', t, v); fflush(stdout);"
+                " catch e, disp(e.message); end")
+        lines.append(f"{add} {line}; {drop}" if kit == "liu" and name == "Qm" else line)
     return lines
 
 
@@ -137,7 +142,8 @@ def time_octave(octave_dir: Path, kits, f, ir, vi, size) -> dict:
                     f"F = imread('{tmp}/F.png'); A = imread('{tmp}/A.png'); B = imread('{tmp}/B.png');",
                     "fA = im2double(A) * 255; fB = im2double(B) * 255; fF = im2double(F) * 255;",
                     _kit_paths(octave_dir, kit, tmp)]
-            prog += _octave_lines(kit, TOOLKIT_PROFILES[kit].columns, tmp / "real_ifft2")
+            pyrtools = pyrtools_path(octave_dir / "imageFusionMetrics", tmp) if kit == "liu" else ()
+            prog += _octave_lines(kit, TOOLKIT_PROFILES[kit].columns, tmp / "real_ifft2", pyrtools)
             (tmp / "bench.m").write_text("\n".join(prog) + "\n")
             proc = subprocess.run(["octave-cli", "--no-gui", str(tmp / "bench.m")],
                                   capture_output=True, text=True)

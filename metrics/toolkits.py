@@ -254,6 +254,7 @@ _LIU: Dict[str, Callable] = {
     "Qte": tm.tsallis_nava,
     "Qncie": tm.qncie,
     "Qg": tm.xydeas_liu,
+    "Qm": tm.qm_pww,
     "Qsf": tm.spatial_frequency_ratio,
     "Qp": tm.qp,
     "Qs": lambda a, b, f: tm.piella(a, b, f, weighting="none", on_edges=False),
@@ -296,7 +297,7 @@ VIFB_COLUMNS = ("CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF", "RMSE"
                 "Qcv")
 MEFB_COLUMNS = ("CE", "EN", "FMI", "NMI", "PSNR", "Qncie", "TE", "AG", "EI", "Qabf", "Qp", "SD", "SF",
                 "Qc", "Qw", "Qy", "MEF_SSIM", "Qcb", "Qcv", "VIFF")
-LIU_COLUMNS = ("Qmi", "Qte", "Qncie", "Qg", "Qsf", "Qp", "Qs", "Qc", "Qy", "Qcv", "Qcb")
+LIU_COLUMNS = ("Qmi", "Qte", "Qncie", "Qg", "Qm", "Qsf", "Qp", "Qs", "Qc", "Qy", "Qcv", "Qcb")
 TANG_COLUMNS = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf", "Nabf",
                 "Nabf_tang_order", "SSIM", "MS_SSIM", "FMI_pixel", "FMI_dct", "FMI_w")
 
@@ -329,8 +330,8 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
         MEFB_COLUMNS, _mefb_compute, lambda name, f, a, b: _mefb_metric(name, a, b, f)),
     "liu": ToolkitProfile(
         "liu", "Liu's imageFusionMetrics (fusionAssess.m, Liu et al. TPAMI 2012), "
-        "fusionAssess(A = infrared, B = visible, fused), colour made grey by rgb2gray; Qm "
-        "(matlabPyrTools MEX) not computed", LIU_COLUMNS, _liu_compute,
+        "fusionAssess(A = infrared, B = visible, fused), colour made grey by rgb2gray; all 12 "
+        "columns", LIU_COLUMNS, _liu_compute,
         lambda name, f, a, b: _liu_metric(name, a, b, f)),
     "tang": ToolkitProfile(
         "tang", "Tang's Evaluation-for-Image-Fusion (analysis_Reference.m), grey uint8 inputs; "

@@ -183,6 +183,44 @@ def test_qc_rounding_noise_cases_are_those_with_cancelling_covariances():
     assert all(cancelling_windows(case) > 0 for case in noisy), noisy
 
 
+# buildWpyr(reshape(1:35, 5, 7) .^ 1.5, 2, 'haar') under Octave 7.3 (matlabPyrTools from Liu's
+# toolbox @ d6f7f1a0, corrDn.c compiled with mkoctfile --mex, run by hand as
+# tools/octave_toolkit_reference.py runs it): the pyramid vector, band sizes [2 3] x 3, [1 1] x 4
+BUILDWPYR_5X7 = (
+    2.8258739227496275, 3.5882152896619219, 5.5895711616219401, 5.9812921964644836,
+    7.3383325908547281, 7.6395443023417826, 14.694385254702503, 18.215632287631443,
+    28.020351779968884, 29.965621149776439, 36.723693228151674, 38.226110068366296,
+    0.99744679800343727, 0.78436771236855418, 0.50322447387828584, 0.47025536266116807,
+    0.38327546881192465, 0.36816168494175727, 18.018759810500743, 92.67941895569399,
+    5.1297874796113732, 142.61401604548075)
+
+
+def test_haar_bands_equal_buildwpyr_on_odd_sizes():
+    """Qm's pyramid is buildWpyr's, band order, orientation and sign included: on a 5 x 7 image
+    the bands, stacked as MATLAB stacks them (column-major, finest first, lowpass last), equal
+    the MEX code's output; the odd last row and column are dropped at each level."""
+    x = (np.arange(1, 36, dtype=np.float64).reshape(7, 5).T) ** 1.5
+    bands, low = tm.haar_wavelet_bands(x, 2)
+    assert [b.shape for level in bands for b in level] + [low.shape] == [(2, 3)] * 3 + [(1, 1)] * 4
+    got = np.concatenate([b.ravel(order="F") for level in bands for b in level] + [low.ravel()])
+    assert np.allclose(got, BUILDWPYR_5X7, rtol=1e-15, atol=0)
+
+
+def test_qm_ignores_the_odd_last_row_and_column_and_is_nan_for_two_flat_sources(octave):
+    """metricPWW asks for even sizes and does not check: on the 75 x 93 kettle crop its value is
+    that of the 74 x 92 image (Octave gives the same for both), and ours is too. Two constant
+    sources give 0/0 = NaN, as metricPWW does under Octave, without a warning."""
+    f, ir, vi = (matlab_rgb2gray(read_as_matlab(KITS / "crops" / f"kettle_colour_{r}.png"))
+                 for r in ("fused", "ir", "vi"))
+    assert f.shape == (75, 93)
+    whole = tm.qm_pww(ir, vi, f)
+    assert whole == tm.qm_pww(ir[:-1, :-1], vi[:-1, :-1], f[:-1, :-1])
+    assert _same(whole, octave["kettle_colour"]["liu"]["Qm"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(tm.qm_pww(np.full((40, 48), 7.0), np.full((40, 48), 9.0), f[:40, :48]))
+
+
 def test_fmi_dct_equals_octave_on_corners(octave):
     """Tang's FMI_dct (analysis_fmi(ir, vi, fused, 'dct')) on the top-left 20x24 corner of four
     cases, a constant fused image among them."""

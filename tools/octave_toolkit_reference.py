@@ -3,13 +3,13 @@ own code gives on them under GNU Octave.
 
 How the committed reference values were made (run from the repository root):
 
-    apt-get install -y octave octave-image octave-signal
+    apt-get install -y octave octave-image octave-signal octave-dev   # octave-dev: mkoctfile
     # the toolkits, unchanged, side by side in one folder (any checkout of these commits):
     #   VIFB/                          github.com/xingchenzhang/VIFB @ 22b2ea9d
     #   Evaluation-for-Image-Fusion/   github.com/Linfeng-Tang/Evaluation-for-Image-Fusion @ 0e87153b
     #   MEFB/                          github.com/xingchenzhang/MEFB @ 9e185bf8
     #   imageFusionMetrics/            github.com/zhengliu6699/imageFusionMetrics @ d6f7f1a0
-    python3 tools/octave_toolkit_reference.py --toolkits /path/to/folder [--kits mefb]
+    python3 tools/octave_toolkit_reference.py --toolkits /path/to/folder [--kits mefb liu]
 
 ``--kits`` reruns only the named toolkits and keeps the other stored values (MEFB and Liu's
 toolbox run in Octave processes of their own: their files share names with the others').
@@ -21,6 +21,17 @@ each the documented MATLAB behaviour and nothing more: ``freqspace`` (only if mi
 ``blkproc`` (zero-padded blocks) and, for Qcv and Qcb only, ``ifft2`` returning the real part
 (MATLAB returns a real array for the conjugate-symmetric spectra these metrics build; Octave
 keeps a ~1e-13 imaginary part, which Qcv's squares would turn into a complex result).
+
+Liu's Qm (metricPWW.m) needs Simoncelli's matlabPyrTools, which the toolbox ships as
+matlabPyrTools.zip, with its MEX function corrDn (the shipped binaries are MATLAB's; the
+corrDn.m beside them is a fallback that warns at every call that the MEX file should be used).
+The script unzips it into a temporary folder and compiles the unchanged C sources with
+``mkoctfile --mex corrDn.c convolve.c wrap.c edges.c``, an empty ``matrix.h`` on the include
+path (MATLAB's header, which Octave's mex.h replaces); the Octave program stops unless corrDn
+is that MEX file. matlabPyrTools is on the path only around the metricPWW call: its mean2.m
+(which metricCvejic and ssim_index.m call), factorial.m and shift.m would shadow Octave's own
+for the other metrics. (Octave 7.3 prints "ignoring const execution_exception& while preparing
+to exit" after a MEX file has run; the exit status is 0 and the values are not affected.)
 """
 from __future__ import annotations
 
@@ -30,6 +41,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,10 +63,11 @@ MEFB_FILES = {"CE": "Cross_entropy", "EN": "Entropy", "FMI": "FMI", "NMI": "NMI"
               "Qabf": "Qabf", "Qp": "Qp", "SD": "SD", "SF": "Spatial_frequency", "Qc": "Qc",
               "Qw": "Qw", "Qy": "Qy", "MEF_SSIM": "MEF_SSIM", "Qcb": "Qcb", "Qcv": "Qcv",
               "VIFF": "VIF"}
-# Liu's fusionAssess.m, in its order, as {column: call}; Qm (metricPWW) needs the MEX files of
-# matlabPyrTools and is not run.
+# Liu's fusionAssess.m, in its order, as {column: call}; Qm (metricPWW) runs with matlabPyrTools
+# and its compiled corrDn on the path (``pyrtools_path``, ``_liu_program``).
 LIU_CALLS = {"Qmi": "metricMI(A, B, F, 1)", "Qte": "metricMI(A, B, F, 3)", "Qncie": "metricWang(A, B, F)",
-             "Qg": "metricXydeas(A, B, F)", "Qsf": "metricZheng(A, B, F)", "Qp": "metricZhao(A, B, F)",
+             "Qg": "metricXydeas(A, B, F)", "Qm": "metricPWW(A, B, F)",
+             "Qsf": "metricZheng(A, B, F)", "Qp": "metricZhao(A, B, F)",
              "Qs": "metricPeilla(A, B, F, 1)", "Qc": "metricCvejic(A, B, F, 2)",
              "Qy": "metricYang(A, B, F)", "Qcv": "metricChen(A, B, F)", "Qcb": "metricChenBlum(A, B, F)"}
 TANG_NAMES = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf")
@@ -228,19 +241,30 @@ def _mefb_program(case_dir: Path, names, real: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _liu_program(case_dir: Path, names, real: Path) -> str:
+def path_lines(folders) -> tuple:
+    """Octave statements putting the folders on the path (the last one searched first) and
+    taking them off again."""
+    return (" ".join(f"addpath('{d}');" for d in folders),
+            " ".join(f"rmpath('{d}');" for d in folders))
+
+
+def _liu_program(case_dir: Path, names, real: Path, pyrtools: tuple) -> str:
     """Liu's metrics as fusionAssess(im1, im2, fused) calls them, on double images (A = infrared,
     B = visible); a colour image is made grey with rgb2gray first (the toolbox is for grey
-    images)."""
-    lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');"]
+    images). matlabPyrTools and the compiled corrDn (``pyrtools``) are on the path for Qm
+    only, also when metricPWW stops; the program stops at once unless corrDn is the MEX file."""
+    add, drop = path_lines(pyrtools)
+    lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');",
+             f"{add} if isempty(regexp(which('corrDn'), '\\.mex$')), error('corrDn is not the "
+             f"compiled MEX file: %s', which('corrDn')); end; {drop}"]
     for case in names:
         lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
                      f" B = imread('{case_dir}/{case}_vi.png');")
         lines.append("if size(F,3)>2, F=rgb2gray(F); end; if size(A,3)>2, A=rgb2gray(A); end;"
                      " if size(B,3)>2, B=rgb2gray(B); end; A = double(A); B = double(B); F = double(F);")
         for col, call in LIU_CALLS.items():
-            lines.append(f"try, {with_real_ifft2(col, call, real)} catch e, v = -9999;"
-                         " disp(e.message); end")
+            run = f"try, {with_real_ifft2(col, call, real)} catch e, v = -9999; disp(e.message); end"
+            lines.append(f"{add} {run}; {drop}" if col == "Qm" else run)
             lines.append(f"printf('R %s liu %s %.17g\\n', '{case}', '{col}', v);")
     return "\n".join(lines) + "\n"
 
@@ -310,6 +334,23 @@ def _shim_folders(tmp: Path) -> str:
     return f"addpath('{tmp}'); addpath('{shims}');"
 
 
+def pyrtools_path(toolbox: Path, tmp: Path) -> tuple:
+    """Unzip the toolbox's matlabPyrTools.zip into ``tmp`` and compile corrDn's MEX file from its
+    unchanged sources with mkoctfile; the two folders to put on the path, compiled one last."""
+    with zipfile.ZipFile(toolbox / "matlabPyrTools.zip") as zf:
+        zf.extractall(tmp)
+    pyr, mex, include = tmp / "matlabPyrTools", tmp / "pyrtools_mex", tmp / "mex_include"
+    mex.mkdir()
+    include.mkdir()
+    (include / "matrix.h").write_text("/* MATLAB's matrix.h: Octave's mex.h declares it all */\n")
+    sources = [str(pyr / "MEX" / n) for n in ("corrDn.c", "convolve.c", "wrap.c", "edges.c")]
+    proc = subprocess.run(["mkoctfile", "--mex", f"-I{include}", "-o", str(mex / "corrDn.mex"),
+                           *sources], cwd=tmp, capture_output=True, text=True)
+    if proc.returncode:  # its C is of 1996: gcc warns (old-style definitions), errors stop here
+        sys.exit(f"mkoctfile failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return pyr, mex
+
+
 def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
     """{case: {kit: {column: value}}} for the kits asked for: VIFB and Tang's in one Octave
     process, MEFB, Liu's and the FMI columns ('fmi': Tang's FMI_pixel and FMI_w, MEFB's FMI;
@@ -328,8 +369,9 @@ def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
             runs.append(f"addpath('{toolkits / 'MEFB' / 'metrics'}'); {shims}\n"
                         + _mefb_program(case_dir, names, real))
         if "liu" in kits:
-            runs.append(f"addpath('{toolkits / 'imageFusionMetrics'}'); {shims}\n"
-                        + _liu_program(case_dir, names, real))
+            liu = toolkits / "imageFusionMetrics"
+            pyrtools = pyrtools_path(liu, Path(tmp))
+            runs.append(f"addpath('{liu}'); {shims}\n" + _liu_program(case_dir, names, real, pyrtools))
         if "fmi" in kits:
             runs += _fmi_programs(case_dir, names, toolkits, Path(tmp) / "matlab_only")
         with ThreadPoolExecutor(max_workers=2) as pool:  # one Octave process per run
@@ -345,6 +387,12 @@ TOOLKIT_COMMITS = {"VIFB": "xingchenzhang/VIFB@22b2ea9d91499cc5962d9bdcae9c29027
                            "0e87153be77320e31ef2cabb5820518d2ac56bac",
                    "MEFB": "xingchenzhang/MEFB@9e185bf88de280b12a2d9a2ff12d66e40bc1ff91",
                    "liu": "zhengliu6699/imageFusionMetrics@d6f7f1a0c0a13e7d19bc1e8e4d4f3ad51f439273"}
+
+
+def _pywt_version() -> str:
+    from importlib.metadata import version  # pywt 1.9.0's own __version__ says 1.8.0
+
+    return version("PyWavelets")
 
 
 def main() -> None:
@@ -373,7 +421,13 @@ def main() -> None:
                              text=True).stdout.strip()
     doc = {"source": "tools/octave_toolkit_reference.py", "octave": version,
            "fmi_crop": "tang_corner values are of the top-left 20x24 corner of the case's images",
-           "toolkits": TOOLKIT_COMMITS, "missing_value": -9999, "values": values}
+           "toolkits": TOOLKIT_COMMITS, "missing_value": -9999,
+           "liu_Qm": "corrDn of the liu toolbox's matlabPyrTools.zip (MEX/corrDn.c, convolve.c, "
+                     "wrap.c, edges.c) compiled with mkoctfile --mex",
+           "fmi_shims": "tang FMI_pixel/FMI_w and mefb FMI ran with this script's MATLAB_EDGE "
+                        "(edge) and dwt2 shims, the dmey filters of PyWavelets "
+                        f"{_pywt_version()}",
+           "values": values}
     partial = target.with_suffix(".json.part")
     partial.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     os.replace(partial, target)  # a reader never sees half a file
