@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from metrics.toolkits import TOOLKIT_PROFILES  # noqa: E402
-from tools.octave_toolkit_reference import (LIU_CALLS, MEFB_FILES, REAL_IFFT2, SHIMS,  # noqa: E402
-                                            VIFB_FILES, path_lines, pyrtools_path,
-                                            with_real_ifft2)
+from tools.octave_toolkit_reference import (LIU_CALLS, MATLAB_EDGE, MEFB_FILES,  # noqa: E402
+                                            REAL_IFFT2, SHIMS, VIFB_FILES, matlab_dwt2_shim,
+                                            path_lines, pyrtools_path, with_real_ifft2)
 from util.images import read_gray  # noqa: E402
 from util.fileio import write_text_atomic  # noqa: E402
 from util.tables import text_table  # noqa: E402
@@ -55,11 +55,19 @@ TANG_CALLS = {
     "SCD": "analysis_SCD(fA, fB, fF)", "Qabf": "analysis_Qabf(fA, fB, fF)",
     "Nabf": "analysis_nabf(fF, fA, fB)", "Nabf_tang_order": "analysis_nabf(fA, fB, fF)",
     "SSIM": "", "MS_SSIM": "analysis_ms_ssim(cat(3, fA, fB), fF)",
+    "FMI_pixel": "analysis_fmi(fA(1:30, 1:40), fB(1:30, 1:40), fF(1:30, 1:40))",
     "FMI_dct": "analysis_fmi(fA(1:30, 1:40), fB(1:30, 1:40), fF(1:30, 1:40), 'dct')",
+    "FMI_w": "analysis_fmi(fA(1:30, 1:40), fB(1:30, 1:40), fF(1:30, 1:40), 'wavelet')",
 }
-# Octave's FMI takes about an hour on the whole pair: it is timed on a 30x40 corner (28x38
-# windows) and its time scaled by the ratio of window counts, marked '~' in the table.
-OCTAVE_SCALE = {"FMI_dct": (H - 2) * (W - 2) / (28 * 38)}
+# Octave's FMI takes about an hour on the whole pair: it is timed on a 30x40 corner and its
+# time scaled by the ratio of window counts (FMI_w: of its [cA cH; cV cD] feature images, each
+# band (n + 61) // 2 wide), marked '~' in the table. MATLAB's edge and dwt2 come from the shims
+# of tools/octave_toolkit_reference.py.
+_CORNER = (30 - 2) * (40 - 2)
+_WAVELET = (2 * ((H + 61) // 2) - 2) * (2 * ((W + 61) // 2) - 2) / (
+    (2 * ((30 + 61) // 2) - 2) * (2 * ((40 + 61) // 2) - 2))
+OCTAVE_SCALE = {"FMI_pixel": (H - 2) * (W - 2) / _CORNER, "FMI_dct": (H - 2) * (W - 2) / _CORNER,
+                "FMI_w": _WAVELET}
 
 
 def load_pair():
@@ -135,13 +143,16 @@ def time_octave(octave_dir: Path, kits, f, ir, vi, size) -> dict:
             (tmp / name).write_text(text)
         (tmp / "real_ifft2").mkdir()
         (tmp / "real_ifft2" / "ifft2.m").write_text(REAL_IFFT2)
+        (tmp / "matlab_only").mkdir()  # MATLAB's edge and dwt2, ahead of the image package
+        (tmp / "matlab_only" / "edge.m").write_text(MATLAB_EDGE)
+        (tmp / "matlab_only" / "dwt2.m").write_text(matlab_dwt2_shim())
         for role, img in (("F", f), ("A", ir), ("B", vi)):
             Image.fromarray(img.astype(np.uint8)).save(tmp / f"{role}.png")
         for kit in kits:
             prog = ["pkg load image", "pkg load signal", "warning('off', 'all');",
                     f"F = imread('{tmp}/F.png'); A = imread('{tmp}/A.png'); B = imread('{tmp}/B.png');",
                     "fA = im2double(A) * 255; fB = im2double(B) * 255; fF = im2double(F) * 255;",
-                    _kit_paths(octave_dir, kit, tmp)]
+                    _kit_paths(octave_dir, kit, tmp), f"addpath('{tmp / 'matlab_only'}');"]
             pyrtools = pyrtools_path(octave_dir / "imageFusionMetrics", tmp) if kit == "liu" else ()
             prog += _octave_lines(kit, TOOLKIT_PROFILES[kit].columns, tmp / "real_ifft2", pyrtools)
             (tmp / "bench.m").write_text("\n".join(prog) + "\n")

@@ -125,14 +125,20 @@ def test_several_methods_and_all_files(metric_cases, tmp_path, capsys):
                {k: v for k, v in ref[stem].items() if k not in ("MI", "SSIM")}
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_mismatches_are_named_and_not_counted(workers, tmp_path, capsys, monkeypatch):
-    """The same result, order of the skipped images included, in one process or in two
-    worker processes (8 pairs: enough for workers)."""
+def _spy_on_pools(monkeypatch) -> list:
+    """The positional arguments of every worker pool the folder runner starts."""
     pools = []
     real_pool = folder.ProcessPoolExecutor
     monkeypatch.setattr(folder, "ProcessPoolExecutor",
                         lambda *args, **kw: pools.append(args) or real_pool(*args, **kw))
+    return pools
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_mismatches_are_named_and_not_counted(workers, tmp_path, capsys, monkeypatch):
+    """The same result, order of the skipped images included, in one process or in two
+    worker processes (8 pairs: enough for workers)."""
+    pools = _spy_on_pools(monkeypatch)
     rng = np.random.default_rng(0)
     src = tmp_path / "input"
     fused = tmp_path / "fused"
