@@ -168,8 +168,7 @@ def test_mismatches_are_named_and_not_counted(workers, tmp_path, capsys, monkeyp
     doc = json.loads(out_json.read_text())["methods"]["fused"]
     assert sorted(doc["per_image"]) == ["cropped", "good"]
     assert doc["cropped"] == ["cropped"]
-    reasons = {s["image"]: s["reason"] for s in doc["skipped"]}
-    # source problems first, then in pair order (sorted names), however the workers finished
+    reasons = {s["image"]: s["reason"] for s in doc["skipped"]}  # source problems, then pairs
     assert list(reasons) == ["lonely", "corrupt", "halved", "larger", "missing", "twice", "unequal"]
     assert "no fused image" in reasons["missing"]
     assert "45x35" in reasons["halved"] and "90x70" in reasons["halved"]
