@@ -179,11 +179,20 @@ def test_tang_stored_exceptions_are_the_2022_calls(tang_matlab):
     assert not bad
 
 
+# FMI_w on the crops with flat areas: there the detail coefficients of dwt2 are constant up to
+# rounding noise (~1e-13) and FMI min-max normalises each 3x3 window, so those windows' values are the noise's,
+# set by the summation order of the dwt2 (here PyWavelets', there the shim's conv2; MATLAB's
+# would be a third). With the shim's coefficients read back, ours equals Octave's to 1e-14 on
+# these three too (docs/metrics.md). Exactly these pairs disagree.
+TANG_ROUNDING_NOISE = {"constant_fused/FMI_w", "constant_source/FMI_w", "tno_saturated/FMI_w"}
+
+
 @pytest.mark.parametrize("kit", ["vifb", "tang"])
 def test_toolkits_equal_their_code_under_octave(kit, octave):
     """Every metric on six crops (grey and colour, odd and even sizes, a fused image with
     saturated 254/255 levels, a constant fused image, a constant source) equals the toolkit's
-    own .m code run under Octave, NaN where it gives NaN."""
+    own .m code run under Octave, NaN where it gives NaN; but FMI_w where flat areas make its
+    wavelet features rounding noise."""
     profile = TOOLKIT_PROFILES[kit]
     bad, compared = {}, 0
     for case, kits in octave.items():
@@ -195,7 +204,7 @@ def test_toolkits_equal_their_code_under_octave(kit, octave):
             compared += 1
             if not _same(got[name], want):
                 bad[f"{case}/{name}"] = (got[name], want)
-    assert len(octave) == 6 and not bad
+    assert len(octave) == 6 and set(bad) == (TANG_ROUNDING_NOISE if kit == "tang" else set()), bad
     assert compared == 6 * len(set(profile.columns) - NOT_IN_OCTAVE[kit])
 
 
@@ -448,6 +457,17 @@ def test_dmey_feature_is_matlabs_dwt2(shape):
     block = np.block([[a, h], [v, d]])
     want = (block - block.min()) / (block.max() - block.min())
     assert np.abs(tm.dmey_feature(x) - want).max() < 1e-12
+
+
+def test_flat_areas_leave_only_rounding_noise_in_the_wavelet_details():
+    """Why FMI_w of flat areas is noise: a constant image's dwt2 detail bands are constant in
+    exact arithmetic (the dmey high-pass taps sum to 1.1e-3, not 0) but vary by ~1e-13, which
+    FMI's per-window min-max blows up to 0..1."""
+    import pywt
+
+    _, details = pywt.dwt2(np.full((64, 80), 255.0), "dmey", mode="symmetric")
+    for band in details:
+        assert 0 < np.ptp(band) < 1e-12 * 255 and np.unique(band).size > 9
 
 
 def test_fmi_of_identical_images_is_one_and_features_are_named():
