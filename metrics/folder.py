@@ -188,32 +188,32 @@ def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile
                      quiet: bool = False, pool=None) -> MethodResult:
     conventions = table_profile(profile)
     res = MethodResult(name, fused_dir, columns=conventions.columns, decimals=conventions.decimals)
-    skipped: Dict[str, str] = {}
-
-    def skip(stem: str, reason: str, where: str = f"{name}/") -> None:
-        skipped[stem] = reason
-        warn(f"{where}{stem}: {reason}; not counted")
-
     for stem, reason in source_problems:  # named by the source file, not by a fused image
-        skip(stem, reason, where="pair ")
+        res.skipped.append({"image": stem, "reason": reason})
+        warn(f"pair {stem}: {reason}; not counted")
+    outcomes = {}  # stem of a pair: ('ok', values, cropped) or ('skip', reason, False)
+
+    def skip(stem: str, reason: str) -> None:
+        outcomes[stem] = ("skip", reason, False)
+        warn(f"{name}/{stem}: {reason}; not counted")
+
     jobs = _jobs(fused_dir, pairs, skip)
-    outcomes = {}
     # no bars with --quiet, nor when stderr is not a terminal (logs, pipes): disable=None
     with tqdm(total=len(jobs), desc=name, unit="img", file=sys.stderr, dynamic_ncols=True,
               leave=False, disable=True if quiet else None) as bar:
-        for job, (kind, value, cropped) in _run_jobs(jobs, profile, pool, bar):
-            if kind == "skip":
-                skip(job.stem, value)
-            outcomes[job.stem] = (kind, value, cropped)
-    # in the order of the source problems, then of the pairs, however the workers finished
-    for stem in [stem for stem, _ in source_problems] + [stem for stem, _, _ in pairs]:
-        kind, value, cropped = outcomes.get(stem, ("skip", None, False))
+        for job, outcome in _run_jobs(jobs, profile, pool, bar):
+            if outcome[0] == "skip":
+                skip(job.stem, outcome[1])
+            else:
+                outcomes[job.stem] = outcome
+    for stem, _, _ in pairs:  # in pair order, however the workers finished
+        kind, value, cropped = outcomes[stem]
         if kind == "ok":
             res.per_image[stem] = value
             if cropped:
                 res.cropped.append(stem)
-        elif stem in skipped:
-            res.skipped.append({"image": stem, "reason": skipped[stem]})
+        else:
+            res.skipped.append({"image": stem, "reason": value})
     return res
 
 
