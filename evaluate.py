@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metric conventions: 'reference' (the papers' evaluator, default), "
                         "'textbook' (SSIM data range 255, MI in bits), or a MATLAB toolkit's table: "
                         "'vifb' (VIFB's 13 metrics), 'mefb' (MEFB's), 'liu' (Liu's toolbox), 'tang' (Tang's "
-                        "Evaluation-for-Image-Fusion)")
+                        "Evaluation-for-Image-Fusion), 'tang2022' (its 2022 script, behind the 2022 "
+                        "papers' numbers)")
     p.add_argument("--workers", type=int, default=None,
                    help="pairs measured at once in separate processes, from "
                         f"{MIN_PAIRS_FOR_WORKERS} pairs on (default: the CPUs this process may use, "

@@ -588,14 +588,24 @@ def _vif_scale_terms(s1, s2, s2_flat, s12):
     return num, den
 
 
-def _vif(f: np.ndarray, refs) -> list:
+def _uint8_product(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x .* y of two uint8 images in MATLAB: the product saturates at 255."""
+    return np.minimum(x * y, 255.0)
+
+
+def _vif(f: np.ndarray, refs, uint8_products: bool = False) -> list:
     """VIF(ref -> f) for each reference image, float64 throughout.
 
     Scale 1 (integer-valued images, 17x17 window) is filtered by FFT on mean-centred images:
     there every local variance is either 0 or far above eps, so FFT rounding cannot matter.
     The coarser scales work on filtered images whose local variances can sit just above eps,
     where the gain s12 / s1 is ill-conditioned; they are filtered in the pixel domain, on the
-    uncentred images, to round as the reference does."""
+    uncentred images, to round as the reference does.
+
+    ``uint8_products``: vifp_mscale called on uint8 images (Tang's 2022 script), where the
+    first scale's ref.*ref, dist.*dist and ref.*dist are uint8 products, saturating at 255
+    (filter2 returns doubles, so the coarser scales are unaffected); that scale is then
+    filtered in the pixel domain, uncentred, as the reference does."""
     f = f.astype(np.float64)
     refs = [r.astype(np.float64) for r in refs]
     num = [0.0] * len(refs)
@@ -609,23 +619,24 @@ def _vif(f: np.ndarray, refs) -> list:
             refs = [_filt_direct(r, n, 2) for r in refs]
         if min(f.shape) < n:
             break  # window larger than the image: this scale and the coarser ones add nothing
-        if scale == 1:
+        if scale == 1 and not uint8_products:
             filt = _FFTFilter(f.shape, n)
             fc = f - f.mean()
             rcs = [r - r.mean() for r in refs]
         else:
             filt = partial(_filt_direct, n=n)
             fc, rcs = f, refs
+        prod = _uint8_product if scale == 1 and uint8_products else np.multiply
         mu2 = filt(fc)
-        s2 = filt(fc * fc)
+        s2 = filt(prod(fc, fc))
         s2 -= mu2 * mu2
         np.maximum(s2, 0.0, out=s2)
         s2_flat = s2 < _VIF_EPS
         for i, rc in enumerate(rcs):
             mu1 = filt(rc)
-            s1 = filt(rc * rc)
+            s1 = filt(prod(rc, rc))
             s1 -= mu1 * mu1
-            s12 = filt(rc * fc)
+            s12 = filt(prod(rc, fc))
             s12 -= mu1 * mu2
             nu, de = _vif_scale_terms(s1, s2, s2_flat, s12)
             num[i] += nu

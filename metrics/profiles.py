@@ -1,7 +1,7 @@
 """Every metric table evaluate.py can print, looked up by name: the Python evaluator's profiles
 (``reference``, ``textbook``: metrics/evaluator.py) and the MATLAB toolkits' (``vifb``,
-``mefb``, ``liu``, ``tang``: metrics/toolkits.py). Each says its columns, how it reads an image file and how it
-computes one pair, so a folder runner needs nothing else."""
+``mefb``, ``liu``, ``tang``, ``tang2022``: metrics/toolkits.py). Each says its columns, how it
+reads an image file and how it computes one pair, so a folder runner needs nothing else."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,9 +5,12 @@ Every function here works on one 2-D float64 channel (0..255 scale unless it say
 and reproduces one formula of a MATLAB reference, with that reference's arithmetic: where two
 toolkits compute "the same" metric differently, the difference is a named argument (AG's
 denominator, SF's normalisation, Qabf's input scale, the histogram binning of MI, Qcb's
-im2double, whether Qc and Qy drop NaN windows, Piella's window weights and edge images), never
-a second copy. Which toolkit uses which convention, and how colour images are handled, is
-``metrics/toolkits.py``; the reference files are listed in docs/metrics.md.
+im2double, whether Qc and Qy drop NaN windows, Piella's window weights and edge images, SD in
+uint8 arithmetic), never a second copy. Where a reference's summation order decides ties on
+non-integer data, its order is kept (``conv2_same_3x3`` for Qabf, ``sobel_window_sums`` for
+Nabf): Tang's 2022 script ran them on im2double's 0..1 images. Which toolkit uses which
+convention, and how colour images are handled, is ``metrics/toolkits.py``; the reference files
+are listed in docs/metrics.md.
 
 Degenerate inputs give the value the MATLAB reference gives (often NaN: 0/0), computed without
 warnings. Nothing here validates its input; ``metrics/toolkits.py`` does that once per pair.
@@ -51,7 +54,8 @@ def filter_separable(img: np.ndarray, g: np.ndarray, shape: str = "same") -> np.
 def sobel_xy(img: np.ndarray, mode: str = "constant", scale: float = 1.0):
     """(d/dx, d/dy) with the Sobel kernels as MATLAB correlates them: x = [-1 0 1; -2 0 2;
     -1 0 1], y = [-1 -2 -1; 0 0 0; 1 2 1]; ``mode`` 'constant' (zero padding, conv2/filter2
-    'same'), 'nearest' (imfilter 'replicate') or 'mirror' (Tang's per_extn_im_fn)."""
+    'same'), 'nearest' (imfilter 'replicate') or 'mirror' (reflection without repeating the
+    edge pixel)."""
     dx = ndimage.correlate1d(ndimage.correlate1d(img, [-1.0, 0.0, 1.0], axis=1, mode=mode),
                              [1.0, 2.0, 1.0], axis=0, mode=mode)
     dy = ndimage.correlate1d(ndimage.correlate1d(img, [-1.0, 0.0, 1.0], axis=0, mode=mode),
@@ -59,6 +63,45 @@ def sobel_xy(img: np.ndarray, mode: str = "constant", scale: float = 1.0):
     if scale != 1.0:
         dx, dy = dx * scale, dy * scale
     return dx, dy
+
+
+def conv2_same_3x3(img: np.ndarray, kernel) -> np.ndarray:
+    """MATLAB conv2(img, kernel, 'same') for a 3x3 kernel (zero padding, the kernel flipped),
+    with conv2's rounding: one running sum over the kernel's non-zero taps in column-major
+    order. On integer images any order gives the same result; on non-integer ones (0..1
+    im2double data) the order decides which near-equal sums come out exactly equal."""
+    k = np.asarray(kernel, dtype=np.float64)
+    p = np.pad(img.astype(np.float64), 1)
+    rows, cols = img.shape
+    out = np.zeros((rows, cols))
+    for q in range(3):
+        for r in range(3):
+            if k[r, q]:
+                out += k[r, q] * p[2 - r:2 - r + rows, 2 - q:2 - q + cols]
+    return out
+
+
+def sobel_window_sums(img: np.ndarray):
+    """(gv, gh) of Tang's sobel_fn: per pixel sum(sum(X .* K)) of its mirror-extended 3x3
+    window X (per_extn_im_fn) with K = [-1 0 1; -2 0 2; -1 0 1] / 8 and its transpose
+    [-1 -2 -1; 0 0 0; 1 2 1] / 8, summed as MATLAB sums: each window column top to bottom,
+    then the three column sums (the rounding that decides ties on non-integer images)."""
+    p = np.pad(img, 1, mode="reflect")
+    rows, cols = img.shape
+    vtemp = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+    out = []
+    for k in (vtemp, vtemp.T):
+        total = None
+        for q in range(3):  # adding the zero taps' exact zeros changes no sum: left out
+            terms = [k[r, q] * p[r:r + rows, q:q + cols] for r in range(3) if k[r, q]]
+            if not terms:
+                continue
+            col = terms[0]
+            for term in terms[1:]:
+                col += term
+            total = col if total is None else total + col
+        out.append(total)
+    return out[0], out[1]
 
 
 def freqspace(shape) -> tuple[np.ndarray, np.ndarray]:
@@ -178,9 +221,16 @@ def mutual_information_saturated(src: np.ndarray, fused: np.ndarray) -> float:
 # intensity and gradient statistics of the fused image
 
 
-def standard_deviation(f: np.ndarray) -> float:
-    """SD: population standard deviation, sqrt(sum((F - mean)^2) / (r c))."""
+def standard_deviation(f: np.ndarray, uint8: bool = False) -> float:
+    """SD: population standard deviation, sqrt(sum((F - mean)^2) / (r c)). ``uint8``: F is a
+    uint8 image and the arithmetic is MATLAB's uint8 arithmetic, as SD_evaluation computes it
+    when given the uint8 image (Tang's 2022 script): F - mean(F) is rounded and clipped to
+    0..255 (every pixel below the mean counts 0), its square saturates at 255, and the sum is
+    a double."""
     d = f - f.mean()
+    if uint8:
+        d = round_half_away(np.maximum(d, 0.0))
+        return math.sqrt(float(np.sum(np.minimum(d * d, 255.0))) / f.size)
     return math.sqrt(float(np.sum(d * d)) / f.size)
 
 
@@ -238,15 +288,19 @@ def psnr_from(mse_like: float, peak: float = 255.0) -> float:
 # edge preservation
 
 
+_QABF_H1 = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))
+_QABF_H3 = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
 def _qabf_edges(img: np.ndarray, scale: float):
     """Sobel strength and orientation as analysis_Qabf / metricsQabf compute them: conv2
-    'same' (zero padding) with h3 (x) and h1 (y), orientation atan(Sy / Sx), pi/2 where
-    Sx == 0."""
-    dx, dy = sobel_xy(img * scale if scale != 1.0 else img)
-    sx = -dx  # conv2 flips h3, so conv2(p, h3) is minus the correlation
-    g = np.sqrt(sx * sx + dy * dy)
+    'same' (zero padding, ``conv2_same_3x3``) with h3 (x) and h1 (y), orientation
+    atan(Sy / Sx), pi/2 where Sx == 0."""
+    img = img * scale if scale != 1.0 else img
+    sx, sy = conv2_same_3x3(img, _QABF_H3), conv2_same_3x3(img, _QABF_H1)
+    g = np.sqrt(sx * sx + sy * sy)
     with _errstate():
-        a = np.where(sx == 0, math.pi / 2, np.arctan(dy / sx))
+        a = np.where(sx == 0, math.pi / 2, np.arctan(sy / sx))
     return g, a
 
 
@@ -278,7 +332,7 @@ def qabf(a: np.ndarray, b: np.ndarray, f: np.ndarray, scale: float = 1.0) -> flo
 
 
 def _nabf_edges(img: np.ndarray):
-    gv, gh = sobel_xy(img, mode="mirror", scale=1.0 / 8.0)
+    gv, gh = sobel_window_sums(img)
     g = np.sqrt(gh * gh + gv * gv)
     with _errstate():
         a = np.where((gv == 0) & (gh == 0), 0.0, np.arctan(gv / gh))
@@ -298,7 +352,10 @@ def _nabf_preservation(g_s, a_s, g_f, a_f) -> np.ndarray:
 def nabf(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """Nabf (Kumar's modified fusion artifacts measure, analysis_nabf(f, I1, I2)): the
     weighted loss 1 - Q where the fused gradient exceeds both sources'; Sobel / 8 with mirrored
-    borders, weights g^1.5 where g >= 2, else 0.001. The first argument is the fused image."""
+    borders (``sobel_window_sums``), weights g^1.5 where g >= 2, else 0.001. The first argument
+    is the fused image. On im2double's 0..1 images (Tang's 2022 script) no g reaches 2 (at most
+    sqrt(0.5)), so every weight is 0.001: Nabf is then the mean over all pixels of
+    ((1 - Q_AF) + (1 - Q_BF)) / 2 where F's gradient exceeds both sources', unweighted."""
     g_a, a_a = _nabf_edges(a)
     g_b, a_b = _nabf_edges(b)
     g_f, a_f = _nabf_edges(f)
@@ -458,6 +515,13 @@ def _halve(x: np.ndarray) -> np.ndarray:
     xp = np.pad(x, ((0, 1), (0, 1)), mode="symmetric")
     avg = (xp[:-1, :-1] + xp[:-1, 1:] + xp[1:, :-1] + xp[1:, 1:]) / 4.0
     return avg[::2, ::2]
+
+
+def mef_ssim(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
+    """mef_ssim(imgSeq = [a, b], fI = f): Ma's MEF-SSIM at one scale (K = 0.03, 11x11
+    Gaussian window of sd 1.5), the mean of the quality map over the 'valid' windows; what
+    Tang's 2022 script reports as SSIM."""
+    return _mef_ssim_level([a, b], f)
 
 
 def mef_ssim_multiscale(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:

@@ -9,8 +9,13 @@ which conventions, and how each toolkit reads and pairs colour images.
 ``liu``   Liu's imageFusionMetrics (TPAMI 2012; github.com/zhengliu6699/imageFusionMetrics),
           fusionAssess(A, B, fused) on grey double images.
 ``tang``  Tang's evaluation (github.com/Linfeng-Tang/Evaluation-for-Image-Fusion,
-          Evaluation/analysis_Reference.m), used by the IVF papers since SeAFusion: images
-          read as uint8 grey (rgb2gray), analysis_Reference(fused, infrared, visible).
+          Evaluation/analysis_Reference.m @ 0e87153b, after the 2023 commits), used by the IVF
+          papers since SeAFusion: images read as uint8 grey (rgb2gray),
+          analysis_Reference(fused, infrared, visible).
+``tang2022`` the same script as of commit 5d6c43a7 (2022-05-02; the same computation since
+          its first upload, 2022-01-17, until 2023-03-03), which computed the repository's
+          stored Metric/*.xlsx and the 2022 papers' tables: the same functions on other image
+          types (``_TANG2022_UINT8``, ``_TANG2022_IM2DOUBLE``).
 
 The metric formulas are ``metrics/toolkit_metrics.py``; docs/metrics.md lists each metric's
 reference file and quirks. Inputs follow evaluate.py's convention: ``a`` plays the infrared
@@ -147,9 +152,10 @@ def _tang_mse01(f1, ir1, vi1) -> float:
             + tm.mean_squared_error(vi1 / 255.0, f1 / 255.0) * 0.5)
 
 
-def _tang_vif(f1, ir1, vi1) -> float:
-    """vifp_mscale(ir, F) + vifp_mscale(vi, F); a constant source gives 0/0 = NaN there."""
-    terms = _vif(f1, [ir1, vi1])
+def _tang_vif(f1, ir1, vi1, uint8_products: bool = False) -> float:
+    """vifp_mscale(ir, F) + vifp_mscale(vi, F); a constant source gives 0/0 = NaN there.
+    ``uint8_products``: called on the uint8 images (the 2022 script)."""
+    terms = _vif(f1, [ir1, vi1], uint8_products=uint8_products)
     return sum(math.nan if np.ptp(src) == 0 else v for v, src in zip(terms, (ir1, vi1)))
 
 
@@ -187,6 +193,28 @@ def _tang_single(name: str, f: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> fl
     if name == "MI":
         return tm.mutual_information_saturated(ir, f) + tm.mutual_information_saturated(vi, f)
     return _TANG_FLOAT[name](*(x / 255.0 * 255.0 for x in (f, ir, vi)))
+
+
+# The 2022 analysis_Reference.m (commit 5d6c43a7, the script behind Metric/Metric_TNO.xlsx and
+# the 2022 papers) called the same functions on other image types: these on the uint8 images ...
+_TANG2022_UINT8: Dict[str, Callable] = {
+    "SD": lambda f, ir, vi: tm.standard_deviation(f, uint8=True),  # SD_evaluation(image_f)
+    "VIF": lambda f, ir, vi: _tang_vif(f, ir, vi, uint8_products=True),
+    "SSIM": lambda f, ir, vi: tm.mef_ssim(ir, vi, f),  # mef_ssim(imgSeq, image_f), one scale
+}
+# ... these on im2double's 0..1 images (the formulas of _TANG_FLOAT, unchanged), Nabf with the
+# fused image first; the others (EN, MI, PSNR, MSE, AG, MS_SSIM) are the calls of today.
+_TANG2022_IM2DOUBLE = ("SF", "CC", "SCD", "Qabf", "Nabf", "FMI_pixel", "FMI_dct", "FMI_w")
+
+
+def _tang2022_single(name: str, f: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
+    """One output of the 2022 analysis_Reference(image_f, image_ir, image_vis) on uint8 grey
+    images."""
+    if name in _TANG2022_UINT8:
+        return _TANG2022_UINT8[name](f, ir, vi)
+    if name in _TANG2022_IM2DOUBLE:
+        return _TANG_FLOAT[name](f / 255.0, ir / 255.0, vi / 255.0)
+    return _tang_single(name, f, ir, vi)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +328,8 @@ MEFB_COLUMNS = ("CE", "EN", "FMI", "NMI", "PSNR", "Qncie", "TE", "AG", "EI", "Qa
 LIU_COLUMNS = ("Qmi", "Qte", "Qncie", "Qg", "Qm", "Qsf", "Qp", "Qs", "Qc", "Qy", "Qcv", "Qcb")
 TANG_COLUMNS = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf", "Nabf",
                 "Nabf_tang_order", "SSIM", "MS_SSIM", "FMI_pixel", "FMI_dct", "FMI_w")
+#: the 2022 analysis_Reference's 17 outputs, in its order (Nabf then in the right order)
+TANG2022_COLUMNS = tuple(name for name in TANG_COLUMNS if name != "Nabf_tang_order")
 
 
 def _vifb_compute(f, ir, vi) -> Dict[str, float]:
@@ -317,6 +347,11 @@ def _liu_compute(f, a, b) -> Dict[str, float]:
 def _tang_compute(f, ir, vi) -> Dict[str, float]:
     f, ir, vi = _tang_grey(f), _tang_grey(ir), _tang_grey(vi)
     return {name: _tang_single(name, f, ir, vi) for name in TANG_COLUMNS}
+
+
+def _tang2022_compute(f, ir, vi) -> Dict[str, float]:
+    f, ir, vi = _tang_grey(f), _tang_grey(ir), _tang_grey(vi)
+    return {name: _tang2022_single(name, f, ir, vi) for name in TANG2022_COLUMNS}
 
 
 TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
@@ -339,4 +374,12 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
         "MATLAB's documented ssim, unverified; FMI_pixel is FMI of MATLAB's edge maps", TANG_COLUMNS,
         _tang_compute, lambda name, f, ir, vi: _tang_single(name, _tang_grey(f), _tang_grey(ir),
                                                            _tang_grey(vi))),
+    "tang2022": ToolkitProfile(
+        "tang2022", "Tang's analysis_Reference.m as of commit 5d6c43a7 (2022-05-02), which wrote "
+        "the repository's Metric/*.xlsx and the 2022 papers' numbers (SeAFusion, PIAFusion, "
+        "SwinFusion): SD and VIF of the uint8 images, SF, CC, SCD, Qabf, Nabf and FMI of "
+        "im2double's 0..1 ones, SSIM = MEF-SSIM at one scale, Nabf(fused, ir, vi)",
+        TANG2022_COLUMNS, _tang2022_compute,
+        lambda name, f, ir, vi: _tang2022_single(name, _tang_grey(f), _tang_grey(ir),
+                                                 _tang_grey(vi))),
 }

@@ -1,8 +1,8 @@
 """metrics.toolkits / metrics.toolkit_metrics: equal to the MATLAB toolkits' own numbers --
 VIFB's stored MATLAB results at every stored digit, Tang's stored MATLAB results to 1e-10
-relative (but for the four metrics its 2022 script computed differently, each reproduced), and
-the toolkits' code run under Octave (tests/fixtures/toolkits/octave_reference.json) to 1e-6
-relative -- and well-behaved on bad input."""
+relative (the tang2022 profile all of them, tang all but the four its 2022 script computed
+differently), and the toolkits' code run under Octave (tests/fixtures/toolkits/
+octave_reference.json) to 1e-6 relative -- and well-behaved on bad input."""
 import json
 import math
 import warnings
@@ -72,8 +72,8 @@ def test_vifb_equals_matlab_stored_results_at_every_stored_digit(vifb_matlab):
 # values of the four exceptions are never closer than 1.4e-6 to the profile's.
 TANG_RTOL = 1e-10
 # The workbook was written in 2022 by the analysis_Reference.m of 5d6c43a7, before the 2023
-# commits the profile follows; these four were then computed on other image types, and the
-# stored values are those calls' (test_tang_stored_exceptions_are_the_2022_calls).
+# commits the tang profile follows; these four were then computed on other image types: the
+# tang2022 profile computes them so (test_tang2022_equals_matlab_stored_results).
 TANG_2022_ONLY = {"SD", "SF", "VIF", "Qabf"}
 
 
@@ -102,81 +102,46 @@ def test_tang_equals_matlab_stored_results_but_for_the_2022_calls(tang_matlab):
         assert len(stored) == 11 and differ == TANG_2022_ONLY, case
 
 
-def _conv2_same_colmajor(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """MATLAB conv2(x, k, 'same') for a 3x3 k, accumulated term by term over k in column-major
-    order: the order that reproduces the workbook's Qabf on non-integer (im2double) data."""
-    p = np.pad(x, 1)
-    out = np.zeros_like(x)
-    for q in range(3):
-        for r in range(3):
-            if k[r, q]:
-                out = out + k[r, q] * p[2 - r:2 - r + x.shape[0], 2 - q:2 - q + x.shape[1]]
-    return out
+def _assert_tang2022_gives_the_stored(got: dict, stored: dict, case: str) -> None:
+    """SD bit for bit (uint8 arithmetic: integer sums), the others to TANG_RTOL."""
+    bad = {name: (got[name], text) for name, text in stored.items()
+           if not _same(got[name], float(text), 0.0 if name == "SD" else TANG_RTOL)}
+    assert len(stored) == 11 and not bad, case
 
 
-def _qabf_on_im2double(f, ir, vi) -> float:
-    """analysis_Qabf(im2double(ir), im2double(vi), im2double(f)): tm.qabf's formula with the
-    Sobel responses summed as MATLAB's conv2 sums them (on 0..1 data, which of the equal-strength
-    pixels stay exactly equal, and so take the quirk's ratio g_F, depends on that rounding)."""
-    h1 = np.array([[1.0, 2, 1], [0, 0, 0], [-1, -2, -1]])
-    edges = []
-    for img in (ir / 255.0, vi / 255.0, f / 255.0):
-        sx, sy = _conv2_same_colmajor(img, -h1.T), _conv2_same_colmajor(img, h1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            angle = np.where(sx == 0, math.pi / 2, np.arctan(sy / sx))
-        edges.append((np.sqrt(sx * sx + sy * sy), angle))
-    (g_a, a_a), (g_b, a_b), (g_f, a_f) = edges
-    num = np.sum(tm._qabf_preservation(g_a, a_a, g_f, a_f) * g_a
-                 + tm._qabf_preservation(g_b, a_b, g_f, a_f) * g_b)
-    return float(num / np.sum(g_a + g_b))
-
-
-def _vifp_on_uint8(ref: np.ndarray, dist: np.ndarray) -> float:
-    """vifp_mscale(uint8 ref, uint8 dist): filter2 returns doubles, but the first scale's ref.*ref,
-    dist.*dist and ref.*dist are uint8 products, which saturate at 255."""
-    from metrics.evaluator import _filt_direct, _vif_scale_terms
-    num = den = 0.0
-    for scale in range(1, 5):
-        n = 2 ** (5 - scale) + 1
-        if scale > 1:
-            ref, dist = _filt_direct(ref, n, 2), _filt_direct(dist, n, 2)
-        prod = (lambda x, y: np.minimum(x * y, 255.0)) if scale == 1 else np.multiply
-        mu1, mu2 = _filt_direct(ref, n), _filt_direct(dist, n)
-        s2 = np.maximum(_filt_direct(prod(dist, dist), n) - mu2 * mu2, 0.0)
-        terms = _vif_scale_terms(_filt_direct(prod(ref, ref), n) - mu1 * mu1, s2, s2 < 1e-10,
-                                 _filt_direct(prod(ref, dist), n) - mu1 * mu2)
-        num, den = num + terms[0], den + terms[1]
-    return num / den
-
-
-def _sd_on_uint8(f: np.ndarray) -> float:
-    """SD_evaluation(uint8 F): F - mean(F) is uint8 (rounded, negatives 0), its square saturates
-    at 255; sum gives a double."""
-    d = tm.round_half_away(np.maximum(f - f.mean(), 0.0))
-    return math.sqrt(float(np.sum(np.minimum(d * d, 255.0))) / f.size)
-
-
-TANG_2022_CALLS = {  # analysis_Reference.m @ 5d6c43a7, on the uint8 grey images
-    "SD": lambda f, ir, vi: _sd_on_uint8(f),  # SD_evaluation(image_f)
-    "SF": lambda f, ir, vi: tm.spatial_frequency(f / 255.0),  # SF_evaluation(im2double(image_f))
-    "VIF": lambda f, ir, vi: _vifp_on_uint8(ir, f) + _vifp_on_uint8(vi, f),
-    "Qabf": _qabf_on_im2double,
-}
-
-
-def test_tang_stored_exceptions_are_the_2022_calls(tang_matlab):
-    """The four stored values the profile does not give are those of the 2022 script's calls,
-    written out above: SD and VIF of the uint8 images, SF and Qabf of im2double's 0..1 images
-    (SD bit for bit, the others to TANG_RTOL: here below 4e-13; VIF only to 2e-8 on the workbook's
-    images with large flat areas, whose coarse scales' variances are rounding noise)."""
-    bad = {}
+def test_tang2022_equals_matlab_stored_results(tang_matlab):
+    """The tang2022 profile (the script the workbook was written with) gives all 11 stored
+    values of the nine fused images, the four of TANG_2022_ONLY included: SD and VIF of the
+    uint8 images, SF and Qabf of im2double's 0..1 images (below 1e-12 here, MI's sums of logs
+    the largest; over the whole workbook VIF only to 2e-8, on images with large flat areas,
+    whose coarse scales' variances are rounding noise). Qabf needs conv2's summation order
+    (test_conv2_same_3x3_is_conv2)."""
+    profile = TOOLKIT_PROFILES["tang2022"]
+    assert len(tang_matlab) == 9
     for case, stored in tang_matlab.items():
-        f, ir, vi = (matlab_rgb2gray(x) if x.ndim == 3 else x for x in _tang_triple(case))
-        for name, call in TANG_2022_CALLS.items():
-            got = call(f, ir, vi)
-            if not _same(got, float(stored[name]), 0.0 if name == "SD" else TANG_RTOL):
-                bad[f"{case}/{name}"] = (got, stored[name])
-    assert not bad
+        f, ir, vi = _tang_triple(case)
+        _assert_tang2022_gives_the_stored({name: profile.metric(name, f, ir, vi) for name in stored},
+                                          stored, case)
+
+
+def test_conv2_same_3x3_is_conv2():
+    """Qabf's Sobel responses: conv2(x, k, 'same') with the kernel flipped and zero padding,
+    equal to scipy's convolve2d bit for bit on integer images (every order of the sums is
+    exact there) and to rounding on 0..1 ones, where conv2's column-major running sum
+    reproduces the workbook's Qabf (test_tang2022_equals_matlab_stored_results) and
+    convolve2d's or a separable Sobel's sums do not (at least 2.7e-5 off on every image); Tang's
+    sobel_fn (Nabf) is the same Sobel / 8 with mirrored borders, summed window column by window
+    column."""
+    from scipy.signal import convolve2d
+
+    x = np.random.default_rng(5).integers(0, 256, (33, 41)).astype(np.float64)
+    k = np.array(tm._QABF_H3)
+    assert np.array_equal(tm.conv2_same_3x3(x, k), convolve2d(x, k, mode="same"))
+    assert np.allclose(tm.conv2_same_3x3(x / 255, k), convolve2d(x / 255, k, mode="same"),
+                       rtol=0, atol=1e-15)
+    gv, gh = tm.sobel_window_sums(x)
+    dx, dy = tm.sobel_xy(x, mode="mirror", scale=1 / 8)
+    assert np.array_equal(gv, dx) and np.array_equal(gh, dy)
 
 
 # FMI_w on the crops with flat areas: there the detail coefficients of dwt2 are constant up to
@@ -360,6 +325,64 @@ def test_fmi_dct_equals_octave_on_corners(octave):
         assert abs(tm.fmi(ir, vi, f, "dct") - want) <= RTOL * max(abs(want), 1.0), case
 
 
+# Tang's 2022 script under Octave on the crops: two kinds of values are set by rounding, not by
+# the formula. Qabf on im2double's 0..1 data: which pixels have exactly gA == gF (the quirk's
+# ratio g_F) depends on the order of conv2's sums; MATLAB's order is pinned by the workbook
+# (test_tang2022_equals_matlab_stored_results), and Octave's conv2 sums in another, moving Qabf
+# by 1e-3 to 4.4e-3 relative on these crops. The constant fused image's CC: F - mean(F) is 0 in
+# exact arithmetic, NaN (0/0) here; Octave's mean of the 0..1 constant rounds, and it reports the
+# correlation of that rounding noise (-0.73).
+TANG2022_OCTAVE_ROUNDING = {f"{case}/Qabf" for case in ("tno_mean", "tno_saturated", "kettle_colour",
+                                                        "walkingnight_grey_ir", "constant_fused",
+                                                        "constant_source")} | {"constant_fused/CC"}
+
+
+def test_tang2022_equals_the_2022_script_under_octave(octave):
+    """Every tang2022 column but FMI on the six crops equals the 2022 analysis_Reference.m
+    (5d6c43a7) under Octave: its easy = 1 outputs, and Nabf, SSIM and MS_SSIM as its easy = 0
+    branch calls them -- but for TANG2022_OCTAVE_ROUNDING. Nabf agrees only with sobel_fn's
+    summation order (on 0..1 data ties of gF > gA depend on it)."""
+    profile = TOOLKIT_PROFILES["tang2022"]
+    bad, compared = {}, 0
+    for case, kits in octave.items():
+        f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
+                     for role in ("fused", "ir", "vi"))
+        assert set(kits["tang2022"]) == set(profile.columns) - {"FMI_pixel", "FMI_dct", "FMI_w"}
+        got = profile.evaluate_pair(f, ir, vi)
+        for name, want in kits["tang2022"].items():
+            compared += 1
+            if not _same(got[name], want):
+                bad[f"{case}/{name}"] = (got[name], want)
+    assert compared == 6 * 14 and set(bad) == TANG2022_OCTAVE_ROUNDING, bad
+    assert all(abs(g - w) < 5e-3 * w for k, (g, w) in bad.items() if k.endswith("Qabf"))
+    assert math.isnan(bad["constant_fused/CC"][0])
+
+
+def test_tang2022_fmi_equals_octave_on_a_corner(octave):
+    """FMI_dct and FMI_w of the 2022 call (analysis_fmi on im2double images) on the top-left
+    20x24 corner of the TNO crop."""
+    f, ir, vi = (read_as_matlab(KITS / "crops" / f"tno_mean_{role}.png")[:20, :24]
+                 for role in ("fused", "ir", "vi"))
+    want = octave["tno_mean"]["tang2022_corner"]
+    assert set(want) == {"FMI_dct", "FMI_w"}
+    for name, value in want.items():
+        assert _same(TOOLKIT_PROFILES["tang2022"].metric(name, f, ir, vi), value), name
+
+
+def test_tang2022_shares_the_unchanged_calls_with_tang():
+    """EN, MI, PSNR, MSE, AG and MS_SSIM are the same calls on the same doubles in both scripts
+    (im2double(x) * 255 is x for every uint8 x): equal bit for bit. CC, SCD, FMI_dct and FMI_w
+    are scale-free formulas the 2022 script ran on 0..1 data: equal to rounding on crops without
+    flat areas (where flat areas make wavelet coefficients rounding noise, FMI_w differs)."""
+    for case in ("tno_mean", "kettle_colour", "walkingnight_grey_ir"):
+        imgs = [read_as_matlab(KITS / "crops" / f"{case}_{r}.png") for r in ("fused", "ir", "vi")]
+        old, new = (TOOLKIT_PROFILES[k].evaluate_pair(*imgs) for k in ("tang", "tang2022"))
+        for name in ("EN", "MI", "PSNR", "MSE", "AG", "MS_SSIM"):
+            assert new[name] == old[name], (case, name)
+        for name in ("CC", "SCD", "FMI_dct", "FMI_w"):
+            assert _same(new[name], old[name], 1e-12), (case, name)
+
+
 def test_octave_cases_cover_what_they_claim(octave):
     """The degenerate cases really are degenerate, and the saturated case holds 254 and 255."""
     def load(case, role):
@@ -483,7 +506,7 @@ def test_fmi_of_identical_images_is_one_and_features_are_named():
 # bad input: one-line errors, or the reference's value without warnings
 
 
-@pytest.mark.parametrize("kit", ["vifb", "tang", "mefb", "liu"])
+@pytest.mark.parametrize("kit", ["vifb", "tang", "tang2022", "mefb", "liu"])
 def test_bad_inputs_give_one_line_errors(kit):
     p = TOOLKIT_PROFILES[kit]
     img = np.full((40, 40), 100.0)
@@ -500,7 +523,7 @@ def test_bad_inputs_give_one_line_errors(kit):
         assert "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("kit", ["vifb", "tang", "mefb", "liu"])
+@pytest.mark.parametrize("kit", ["vifb", "tang", "tang2022", "mefb", "liu"])
 def test_constant_images_give_values_without_warnings(kit):
     rng = np.random.default_rng(1)
     src = rng.integers(0, 256, (48, 48)).astype(np.float64)
@@ -564,6 +587,26 @@ def test_evaluate_py_tang_profile_reads_grey_as_matlab(tmp_path):
     grey = matlab_rgb2gray(read_as_matlab(root / "fused" / "SeAFusion" / "kettle.jpg"))
     assert got["EN"] == pytest.approx(tm.entropy(grey), rel=1e-15)
     assert set(got) == set(TOOLKIT_PROFILES["tang"].columns)
+
+
+def test_evaluate_py_tang2022_profile_gives_the_stored_matlab_values(tmp_path, tang_matlab, capsys):
+    """evaluate.py --profile tang2022 over the Tang fixture folders (SeAFusion's colour fused
+    images, colour sources) prints the 2022 script's 17 columns in its order, and its JSON
+    holds the workbook's 11 stored values of each image."""
+    import evaluate
+    from metrics.toolkits import TANG2022_COLUMNS
+    root = KITS / "tang"
+    out = tmp_path / "tang2022.json"
+    assert evaluate.main(["--input", str(root), "--modalities", "ir,vi", "--profile", "tang2022",
+                          "--fused", str(root / "fused" / "SeAFusion"), "--quiet",
+                          "--json", str(out)]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Method"))
+    assert header.split()[1:18] == list(TANG2022_COLUMNS)
+    per_image = json.loads(out.read_text())["methods"]["SeAFusion"]["per_image"]
+    assert sorted(per_image) == ["05", "08", "37"]
+    for image, got in per_image.items():
+        assert list(got) == list(TANG2022_COLUMNS)
+        _assert_tang2022_gives_the_stored(got, tang_matlab[f"{image}_SeAFusion"], image)
 
 
 def test_tang_ssim_equals_a_loop_transcription_of_matlabs_documented_ssim():

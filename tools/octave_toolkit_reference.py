@@ -7,12 +7,14 @@ How the committed reference values were made (run from the repository root):
     # the toolkits, unchanged, side by side in one folder (any checkout of these commits):
     #   VIFB/                          github.com/xingchenzhang/VIFB @ 22b2ea9d
     #   Evaluation-for-Image-Fusion/   github.com/Linfeng-Tang/Evaluation-for-Image-Fusion @ 0e87153b
+    #   Evaluation-for-Image-Fusion-2022/   the same repository @ 5d6c43a7 (the 2022 script)
     #   MEFB/                          github.com/xingchenzhang/MEFB @ 9e185bf8
     #   imageFusionMetrics/            github.com/zhengliu6699/imageFusionMetrics @ d6f7f1a0
     python3 tools/octave_toolkit_reference.py --toolkits /path/to/folder [--kits mefb liu]
 
-``--kits`` reruns only the named toolkits and keeps the other stored values (MEFB and Liu's
-toolbox run in Octave processes of their own: their files share names with the others').
+``--kits`` reruns only the named toolkits and keeps the other stored values (MEFB, Liu's
+toolbox and Tang's 2022 script run in Octave processes of their own: their files share names
+with the others').
 
 It writes the crops (PNG) and ``octave_reference.json`` (every value with 17 significant
 digits, the Octave version and the toolkit commits). The tests read only those files. Octave
@@ -71,6 +73,7 @@ LIU_CALLS = {"Qmi": "metricMI(A, B, F, 1)", "Qte": "metricMI(A, B, F, 3)", "Qnci
              "Qs": "metricPeilla(A, B, F, 1)", "Qc": "metricCvejic(A, B, F, 2)",
              "Qy": "metricYang(A, B, F)", "Qcv": "metricChen(A, B, F)", "Qcb": "metricChenBlum(A, B, F)"}
 TANG_NAMES = ("EN", "SF", "SD", "PSNR", "MSE", "MI", "VIF", "AG", "CC", "SCD", "Qabf")
+TANG2022_FMI_CASES = ("tno_mean",)  # its FMI_dct and FMI_w on the FMI_CROP corner only
 
 SHIMS = {
     "freqspace.m": """function [f1, f2] = freqspace(n, flag)
@@ -298,6 +301,37 @@ end
 """
 
 
+def _tang2022_program(case_dir: Path, names) -> str:
+    """Tang's 2022 analysis_Reference.m (5d6c43a7) on the rgb2gray'd uint8 images: its easy = 1
+    outputs through tang_easy, and the easy = 0 ones called as that script calls them --
+    analysis_nabf(image_fused, image1, image2) on im2double images, mef_ssim and
+    analysis_ms_ssim(imgSeq, image_f) -- but FMI (Octave's loops: minutes per crop), which is
+    run on the FMI_CROP corner of TANG2022_FMI_CASES ('dct', and 'wavelet' with the dwt2 shim);
+    FMI_pixel needs MATLAB's edge, whose ties on 0..1 data depend on imfilter's rounding, and
+    is not run."""
+    lines = ["pkg load image", "pkg load signal", "more off", "warning('off', 'all');"]
+    for case in names:
+        lines.append(f"F = imread('{case_dir}/{case}_fused.png'); A = imread('{case_dir}/{case}_ir.png');"
+                     f" B = imread('{case_dir}/{case}_vi.png');")
+        lines.append("if size(F,3)>2, F=rgb2gray(F); end; if size(A,3)>2, A=rgb2gray(A); end;"
+                     " if size(B,3)>2, B=rgb2gray(B); end")
+        lines.append(f"[{', '.join(TANG_NAMES)}] = tang_easy(F, A, B);")
+        for col in TANG_NAMES:
+            lines.append(f"printf('R %s tang2022 %s %.17g\\n', '{case}', '{col}', {col});")
+        lines.append("image1 = im2double(A); image2 = im2double(B); image_fused = im2double(F);")
+        lines.append("imgSeq = zeros([size(A) 2]); imgSeq(:, :, 1) = A; imgSeq(:, :, 2) = B;")
+        for col, call in (("Nabf", "analysis_nabf(image_fused, image1, image2)"),
+                          ("SSIM", "mef_ssim(imgSeq, F)"), ("MS_SSIM", "analysis_ms_ssim(imgSeq, F)")):
+            lines.append(f"printf('R %s tang2022 %s %.17g\\n', '{case}', '{col}', {call});")
+        if case in TANG2022_FMI_CASES:
+            corner = "image1(c{1}, c{2}), image2(c{1}, c{2}), image_fused(c{1}, c{2})"
+            lines.append(f"c = {FMI_CROP};")
+            for col, feature in (("FMI_dct", "dct"), ("FMI_w", "wavelet")):
+                lines.append(f"printf('R %s tang2022_corner {col} %.17g\\n', '{case}', "
+                             f"analysis_fmi({corner}, '{feature}'));")
+    return "\n".join(lines) + "\n"
+
+
 def _run_program(prog: str) -> dict:
     """Run an Octave program and collect its 'R case kit column value' lines."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -374,6 +408,10 @@ def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
             runs.append(f"addpath('{liu}'); {shims}\n" + _liu_program(case_dir, names, real, pyrtools))
         if "fmi" in kits:
             runs += _fmi_programs(case_dir, names, toolkits, Path(tmp) / "matlab_only")
+        if "tang2022" in kits:
+            tang2022 = toolkits / "Evaluation-for-Image-Fusion-2022" / "Evaluation"
+            runs.append(f"addpath('{tang2022}'); {shims} addpath('{Path(tmp) / 'matlab_only'}');\n"
+                        + _tang2022_program(case_dir, names))
         with ThreadPoolExecutor(max_workers=2) as pool:  # one Octave process per run
             for fresh in pool.map(_run_program, runs):
                 for case, by_kit in fresh.items():
@@ -385,6 +423,8 @@ def run_octave(toolkits: Path, case_dir: Path, names, kits) -> dict:
 TOOLKIT_COMMITS = {"VIFB": "xingchenzhang/VIFB@22b2ea9d91499cc5962d9bdcae9c290270f0fade",
                    "tang": "Linfeng-Tang/Evaluation-for-Image-Fusion@"
                            "0e87153be77320e31ef2cabb5820518d2ac56bac",
+                   "tang2022": "Linfeng-Tang/Evaluation-for-Image-Fusion@"
+                               "5d6c43a68850409e1ec67d56de1827113064a19a",
                    "MEFB": "xingchenzhang/MEFB@9e185bf88de280b12a2d9a2ff12d66e40bc1ff91",
                    "liu": "zhengliu6699/imageFusionMetrics@d6f7f1a0c0a13e7d19bc1e8e4d4f3ad51f439273"}
 
@@ -398,10 +438,10 @@ def _pywt_version() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--toolkits", type=Path, required=True,
-                   help="folder holding VIFB/, Evaluation-for-Image-Fusion/, MEFB/ and "
-                   "imageFusionMetrics/")
-    p.add_argument("--kits", nargs="+", choices=("vifb", "tang", "mefb", "liu", "fmi"),
-                   default=["vifb", "tang", "mefb", "liu", "fmi"],
+                   help="folder holding VIFB/, Evaluation-for-Image-Fusion/, "
+                   "Evaluation-for-Image-Fusion-2022/, MEFB/ and imageFusionMetrics/")
+    p.add_argument("--kits", nargs="+", choices=("vifb", "tang", "mefb", "liu", "fmi", "tang2022"),
+                   default=["vifb", "tang", "mefb", "liu", "fmi", "tang2022"],
                    help="toolkits to run ('fmi': the FMI columns Octave needs shims for); "
                    "the stored values of the others are kept")
     args = p.parse_args()
@@ -420,14 +460,19 @@ def main() -> None:
     version = subprocess.run(["octave-cli", "--eval", "disp(version)"], capture_output=True,
                              text=True).stdout.strip()
     doc = {"source": "tools/octave_toolkit_reference.py", "octave": version,
-           "fmi_crop": "tang_corner values are of the top-left 20x24 corner of the case's images",
+           "fmi_crop": "tang_corner and tang2022_corner values are of the top-left 20x24 corner "
+                       "of the case's images",
            "toolkits": TOOLKIT_COMMITS, "missing_value": -9999,
            "liu_Qm": "corrDn of the liu toolbox's matlabPyrTools.zip (MEX/corrDn.c, convolve.c, "
                      "wrap.c, edges.c) compiled with mkoctfile --mex",
-           "fmi_shims": "tang FMI_pixel/FMI_w and mefb FMI ran with this script's MATLAB_EDGE "
-                        "(edge) and dwt2 shims, the dmey filters of PyWavelets "
-                        f"{_pywt_version()}",
            "values": values}
+    if any("FMI_pixel" in kits.get("tang", {}) for kits in values.values()):  # the 'fmi' kit's
+        doc["fmi_shims"] = ("tang FMI_pixel/FMI_w and mefb FMI ran with this script's MATLAB_EDGE "
+                            f"(edge) and dwt2 shims, the dmey filters of PyWavelets {_pywt_version()}")
+    if any("tang2022_corner" in kits for kits in values.values()):
+        doc["tang2022"] = ("Tang's analysis_Reference.m of 5d6c43a7 and the files it calls; "
+                           "tang2022_corner FMI_w ran with this script's dwt2 shim, the dmey "
+                           f"filters of PyWavelets {_pywt_version()}")
     partial = target.with_suffix(".json.part")
     partial.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     os.replace(partial, target)  # a reader never sees half a file
