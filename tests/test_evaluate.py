@@ -364,3 +364,15 @@ def test_pairs_are_sample_py_pairs_and_broken_links_are_named(tmp_path, capsys):
     assert "broken symbolic link" in reasons["ghost"]
     assert "same.jpg" in reasons["same"]  # the vi file left over, named
     assert "broken symbolic link" in err and "Traceback" not in err
+
+
+def test_folder_benchmark_runs_and_projects_msrs(tmp_path, capsys, monkeypatch):
+    """benchmarks/bench_evaluate_folder.py on two pairs, one worker: its table and note."""
+    from benchmarks import bench_evaluate_folder
+
+    monkeypatch.setattr(sys, "argv", ["bench", "--pairs", "2", "--profiles", "reference",
+                                      "--workers", "1", "--md", str(tmp_path / "t.md")])
+    bench_evaluate_folder.main()
+    out = capsys.readouterr().out
+    assert "361 pairs (min)" in out and "reference" in out and "1.00x" in out
+    assert "2 pairs of 480x640" in (tmp_path / "t.md").read_text()

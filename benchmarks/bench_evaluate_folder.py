@@ -1,0 +1,108 @@
+"""Benchmark: evaluate.py's folder evaluation, per metric profile, in one process and in worker
+processes, on 480x640 pairs, and what that projects for MSRS's test set (361 pairs of 480x640).
+
+    python -m benchmarks.bench_evaluate_folder [--pairs 12] [--profiles vifb,mefb,liu,tang]
+                                               [--workers 1,2] [--md FILE]
+
+The pairs are 480x640 crops of the three TNO pairs in tests/fixtures at several offsets, each
+with the rounded-down mean as its fused image, written as PNG to a temporary folder and read back
+by the folder runner as evaluate.py reads them. Times are wall-clock seconds of
+``metrics.folder.evaluate_folders`` (reading, every metric, the worker processes' start-up
+included); the 1-worker run of each profile is the reference its speed-up is measured against,
+in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from metrics.folder import default_workers, evaluate_folders
+from util.fileio import write_text_atomic
+from util.images import read_gray
+from util.tables import text_table
+
+REPO = Path(__file__).resolve().parents[1]
+H, W = 480, 640
+MSRS_PAIRS = 361
+
+
+def make_pairs(root: Path, count: int) -> Path:
+    """``count`` 480x640 pairs under root/input/{ir,vi} and their means under root/fused."""
+    data = REPO / "tests" / "fixtures" / "data" / "TNO"
+    stems = sorted(p.stem for p in (data / "ir").glob("*.png"))
+    offsets = [(dy, dx) for dy in (0, 48, 96) for dx in (0, 64, 128)]
+    for k in range(count):
+        stem, (dy, dx) = stems[k % len(stems)], offsets[(k // len(stems)) % len(offsets)]
+        ir = read_gray(data / "ir" / f"{stem}.png")[dy:dy + H, dx:dx + W]
+        vi = read_gray(data / "vi" / f"{stem}.png")[dy:dy + H, dx:dx + W]
+        fused = np.floor((ir.astype(np.float64) + vi) / 2.0).astype(np.uint8)
+        for folder, img in (("input/ir", ir), ("input/vi", vi), ("fused", fused)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.astype(np.uint8)).save(root / folder / f"pair{k:03d}.png")
+    return root
+
+
+def time_profile(root: Path, profile: str, workers: int) -> float:
+    start = time.perf_counter()
+    results = evaluate_folders(root / "input", ["ir", "vi"], [root / "fused"], profile,
+                               warn=lambda msg: None, quiet=True, workers=workers)
+    elapsed = time.perf_counter() - start
+    if not results[0].per_image or results[0].skipped:
+        raise SystemExit(f"{profile}: pairs were skipped: {results[0].skipped}")
+    return elapsed
+
+
+def build_rows(times: dict, pairs: int, workers: list) -> list:
+    rows, totals = [], {w: 0.0 for w in workers}
+    for profile, by_workers in times.items():
+        for w in workers:
+            totals[w] += by_workers[w]
+            rows.append(_row(profile, w, by_workers[w], by_workers[workers[0]], pairs))
+    rows += [_row("all", w, totals[w], totals[workers[0]], pairs) for w in workers]
+    return rows
+
+
+def _row(profile: str, workers: int, seconds: float, reference: float, pairs: int) -> list:
+    per_pair = seconds / pairs
+    return [profile, str(workers), f"{seconds:.1f}", f"{per_pair:.2f}",
+            f"{per_pair * MSRS_PAIRS / 60:.1f}", f"{reference / seconds:.2f}x"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--pairs", type=int, default=12)
+    p.add_argument("--profiles", default="vifb,mefb,liu,tang")
+    p.add_argument("--workers", default=f"1,{default_workers()}",
+                   help="worker counts to time, the first the reference (default 1 and the usable CPUs)")
+    p.add_argument("--md", type=Path, help="also write the table as Markdown")
+    args = p.parse_args()
+    workers = [int(w) for w in args.workers.split(",")]
+    profiles = [name.strip() for name in args.profiles.split(",")]
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_pairs(Path(tmp), args.pairs)
+        times = {name: {w: time_profile(root, name, w) for w in workers} for name in profiles}
+    header = ["Profile", "workers", "wall (s)", "s / pair", f"{MSRS_PAIRS} pairs (min)", "speed-up"]
+    rows = build_rows(times, args.pairs, workers)
+    note = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {args.pairs} pairs of {H}x{W} "
+            f"(TNO crops, fused = floor of the mean); {os.cpu_count()} CPUs, load average "
+            f"{load:.1f} at start; wall-clock of metrics.folder.evaluate_folders, worker start-up "
+            f"included; '{MSRS_PAIRS} pairs' projects the per-pair time to MSRS's test set.")
+    table = text_table(header, rows)
+    print(table)
+    print(note)
+    if args.md:
+        cmd = (f"python -m benchmarks.bench_evaluate_folder --pairs {args.pairs} --profiles "
+               f"{args.profiles} --workers {args.workers}")
+        write_text_atomic(args.md, f"# Folder evaluation per profile\n\n`{cmd}`\n\n```\n{table}\n```\n\n{note}\n")
+
+
+if __name__ == "__main__":
+    main()
