@@ -371,7 +371,8 @@ TOOLKIT_PROFILES: Dict[str, ToolkitProfile] = {
     "tang": ToolkitProfile(
         "tang", "Tang's Evaluation-for-Image-Fusion (analysis_Reference.m), grey uint8 inputs; "
         "Nabf_tang_order is what its script reports (arguments out of order); SSIM follows "
-        "MATLAB's documented ssim, unverified; FMI_pixel is FMI of MATLAB's edge maps", TANG_COLUMNS,
+        "MATLAB's ssim (its source's algorithm, not run); FMI_pixel is FMI of MATLAB's edge "
+        "maps", TANG_COLUMNS,
         _tang_compute, lambda name, f, ir, vi: _tang_single(name, _tang_grey(f), _tang_grey(ir),
                                                            _tang_grey(vi))),
     "tang2022": ToolkitProfile(

@@ -612,8 +612,8 @@ def test_evaluate_py_tang2022_profile_gives_the_stored_matlab_values(tmp_path, t
 def test_tang_ssim_equals_a_loop_transcription_of_matlabs_documented_ssim():
     """MATLAB's built-in ssim (which Octave lacks, so no reference run exists): per pixel, an
     11x11 Gaussian (sd 1.5) with replicated borders, C1 = (0.01 L)^2, C2 = (0.03 L)^2, L = 1
-    for double images, mean of the same-size map. Checked against that description written as
-    a loop on a 20x24 image (float64 sums of 121 terms: 1e-12 relative covers their rounding)."""
+    for double images, mean of the same-size map (as its ssim.m source does it). Checked
+    against that algorithm written as a loop on a 20x24 image (float64 sums of 121 terms: 1e-12 relative covers their rounding)."""
     rng = np.random.default_rng(3)
     x, y = (rng.integers(0, 256, (20, 24)).astype(np.float64) for _ in range(2))
     k = np.arange(-5, 6)
