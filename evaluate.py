@@ -19,7 +19,7 @@ write every per-image value and the means (``-``: standard output), all or none;
 inside ``--input`` or a ``--fused`` folder (through any link), onto an existing image, a folder,
 a link, a device or a FIFO is refused before anything is read (exit status 2), and so is a
 ``--fused`` folder that is a source folder. Exit status 1 when no image was counted or a source
-pair could not be read. Progress bars are drawn only when stderr is a terminal, and not with
+pair could not be read; 130 on Ctrl-C (the worker processes stop at once, nothing is written). Progress bars are drawn only when stderr is a terminal, and not with
 ``--quiet``.
 """
 from __future__ import annotations
@@ -107,6 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UsageError, EvaluationError, OutputPathError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # reports are written only after every pair: nothing to undo
+        print("evaluate.py: interrupted; no table and no report written", file=sys.stderr)
+        return 130
 
     print(f"Profile: {profile.name} ({profile.description})")
     print(f"Sources: {args.input} ({modalities[0]} as infrared, {modalities[1]})")

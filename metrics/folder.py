@@ -15,8 +15,8 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -154,6 +154,12 @@ def _picklable_name(profile) -> Optional[str]:
         return None
 
 
+def _evaluate_in_worker(job_and_profile: tuple) -> tuple:
+    """evaluate_job in a worker process: (job, outcome)."""
+    job, profile = job_and_profile
+    return job, evaluate_job(job, profile)
+
+
 def _run_jobs(jobs: List[_Job], profile, pool, bar):
     """Yield (job, outcome) for every job, here or in the worker processes of ``pool``
     (outcomes then come out of order)."""
@@ -162,26 +168,39 @@ def _run_jobs(jobs: List[_Job], profile, pool, bar):
             yield job, evaluate_job(job, profile)
             bar.update()
         return
-    futures = {pool.submit(evaluate_job, job, _picklable_name(profile)): job for job in jobs}
-    try:
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-            bar.update()
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
+    name = _picklable_name(profile)
+    for job, outcome in pool.imap_unordered(_evaluate_in_worker, [(job, name) for job in jobs]):
+        yield job, outcome
+        bar.update()
+
+
+def _ignore_interrupts() -> None:
+    """Worker start-up: Ctrl-C reaches the whole process group; only the parent acts on it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_pool(count: int):
+    """``count`` spawned worker processes (nothing of this process is shared with them)."""
+    return multiprocessing.get_context("spawn").Pool(count, initializer=_ignore_interrupts)
 
 
 @contextlib.contextmanager
 def _workers(count: int, profile):
-    """A pool of ``count`` spawned worker processes (nothing of this process is shared with
-    them), or None where one process will do or the profile has no name to send them."""
+    """A pool of ``count`` worker processes, or None where one process will do or the profile
+    has no name to send them. An interrupt (or any error) stops the workers at once."""
     if count <= 1 or _picklable_name(profile) is None:
         yield None
         return
-    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = start_pool(count)
+    try:
         yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
 
 
 def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn,

@@ -12,6 +12,7 @@ import pytest
 import evaluate
 from metrics import evaluator as M
 from metrics import folder
+from conftest import REPO
 from tolerance import EPS32, rel_ulps
 from util.images import read_gray, write_png_atomic
 
@@ -126,11 +127,10 @@ def test_several_methods_and_all_files(metric_cases, tmp_path, capsys):
 
 
 def _spy_on_pools(monkeypatch) -> list:
-    """The positional arguments of every worker pool the folder runner starts."""
+    """The worker count of every pool the folder runner starts."""
     pools = []
-    real_pool = folder.ProcessPoolExecutor
-    monkeypatch.setattr(folder, "ProcessPoolExecutor",
-                        lambda *args, **kw: pools.append(args) or real_pool(*args, **kw))
+    real_start = folder.start_pool
+    monkeypatch.setattr(folder, "start_pool", lambda count: pools.append(count) or real_start(count))
     return pools
 
 
@@ -182,7 +182,7 @@ def test_mismatches_are_named_and_not_counted(workers, tmp_path, capsys, monkeyp
     _, rows = _table(out)
     assert rows[0][-2:] == ["2", "1"]
     assert "7 image(s) not counted" in out
-    assert pools == ([(2,)] if workers == "2" else [])
+    assert pools == ([2] if workers == "2" else [])
 
     # the cropped pair is evaluated against the top-left crop of its sources
     f = read_gray(fused / "cropped.png")
@@ -376,3 +376,30 @@ def test_folder_benchmark_runs_and_projects_msrs(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "361 pairs (min)" in out and "reference" in out and "1.00x" in out
     assert "2 pairs of 480x640" in (tmp_path / "t.md").read_text()
+
+
+def test_ctrl_c_stops_the_workers_at_once_and_writes_nothing(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) during a run with worker processes: one line,
+    exit status 130, no report, no traceback from the parent or the workers."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    rng = np.random.default_rng(5)
+    for k in range(24):  # tang on 24 pairs of 480x640: many seconds on any CPU
+        for folder_name in ("input/ir", "input/vi", "fused"):
+            write_png_atomic(tmp_path / folder_name / f"p{k:02d}.png",
+                             rng.integers(0, 256, (480, 640)).astype(np.uint8))
+    report = tmp_path / "r.json"
+    run = subprocess.Popen([sys.executable, "evaluate.py", "--input", str(tmp_path / "input"),
+                            "--fused", str(tmp_path / "fused"), "--profile", "tang",
+                            "--workers", "2", "--json", str(report)],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    time.sleep(4)
+    os.killpg(run.pid, signal.SIGINT)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, (out, err)
+    assert err == "evaluate.py: interrupted; no table and no report written\n"
+    assert out == "" and not report.exists()
