@@ -19,8 +19,9 @@ write every per-image value and the means (``-``: standard output), all or none;
 inside ``--input`` or a ``--fused`` folder (through any link), onto an existing image, a folder,
 a link, a device or a FIFO is refused before anything is read (exit status 2), and so is a
 ``--fused`` folder that is a source folder. Exit status 1 when no image was counted or a source
-pair could not be read; 130 on Ctrl-C (the worker processes stop at once, nothing is written). Progress bars are drawn only when stderr is a terminal, and not with
-``--quiet``.
+pair could not be read; 130 on Ctrl-C (the worker processes stop at once, nothing is
+written). Pairs are measured in ``--workers`` processes from 8 pairs on. Progress bars are drawn
+only when stderr is a terminal, and not with ``--quiet``.
 """
 from __future__ import annotations
 
