@@ -5,13 +5,14 @@ import json
 import math
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import evaluate
 from metrics import evaluator as M
-from metrics import folder
+from metrics import folder as folder_runner
 from conftest import REPO
 from tolerance import EPS32, rel_ulps
 from util.images import read_gray, write_png_atomic
@@ -129,8 +130,8 @@ def test_several_methods_and_all_files(metric_cases, tmp_path, capsys):
 def _spy_on_pools(monkeypatch) -> list:
     """The worker count of every pool the folder runner starts."""
     pools = []
-    real_start = folder.start_pool
-    monkeypatch.setattr(folder, "start_pool", lambda count: pools.append(count) or real_start(count))
+    real_start = folder_runner.start_pool
+    monkeypatch.setattr(folder_runner, "start_pool", lambda count: pools.append(count) or real_start(count))
     return pools
 
 
@@ -397,7 +398,12 @@ def test_ctrl_c_stops_the_workers_at_once_and_writes_nothing(tmp_path):
                             "--workers", "2", "--json", str(report)],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
-    time.sleep(4)
+    children = Path(f"/proc/{run.pid}/task/{run.pid}/children")
+    for _ in range(600):  # until the pool's two workers run (Linux shows them), at most 60 s
+        if children.exists() and len(children.read_text().split()) >= 2:
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # the workers are measuring pairs now
     os.killpg(run.pid, signal.SIGINT)
     out, err = run.communicate(timeout=60)
     assert run.returncode == 130, (out, err)
