@@ -32,6 +32,25 @@ def _same(got: float, want: float, rtol: float = RTOL) -> bool:
     return abs(got - want) <= rtol * max(abs(want), 1e-300)
 
 
+MISSING = -9999  # octave_reference.json: the reference stopped with an error
+
+
+def _crop(case: str) -> tuple:
+    """(fused, infrared, visible) of one of the Octave crops, read as MATLAB reads them."""
+    return tuple(read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
+                 for role in ("fused", "ir", "vi"))
+
+
+def _disagreements(case: str, got: dict, wanted: dict) -> dict:
+    """{case/column: (ours, reference)} for the columns of ``wanted`` that ``_same`` refuses;
+    MISSING (the reference stopped) is wanted as NaN."""
+    bad = {}
+    for name, want in wanted.items():
+        want = math.nan if want == MISSING else want
+        if not _same(got[name], want):
+            bad[f"{case}/{name}"] = (got[name], want)
+    return bad
+
 
 @pytest.fixture(scope="module")
 def vifb_matlab():
@@ -161,14 +180,9 @@ def test_toolkits_equal_their_code_under_octave(kit, octave):
     profile = TOOLKIT_PROFILES[kit]
     bad, compared = {}, 0
     for case, kits in octave.items():
-        f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
-                     for role in ("fused", "ir", "vi"))
-        got = profile.evaluate_pair(f, ir, vi)
         assert set(kits[kit]) == set(profile.columns) - NOT_IN_OCTAVE[kit]
-        for name, want in kits[kit].items():
-            compared += 1
-            if not _same(got[name], want):
-                bad[f"{case}/{name}"] = (got[name], want)
+        bad.update(_disagreements(case, profile.evaluate_pair(*_crop(case)), kits[kit]))
+        compared += len(kits[kit])
     assert len(octave) == 6 and set(bad) == (TANG_ROUNDING_NOISE if kit == "tang" else set()), bad
     assert compared == 6 * len(set(profile.columns) - NOT_IN_OCTAVE[kit])
 
@@ -181,7 +195,6 @@ def test_toolkits_equal_their_code_under_octave(kit, octave):
 # sizes). Exactly these pairs disagree; every other one agrees to RTOL.
 MEFB_ROUNDING_NOISE = {"tno_saturated/Qc", "kettle_colour/Qc", "constant_fused/Qc",
                        "constant_source/Qc", "constant_fused/Qy"}
-MISSING = -9999  # octave_reference.json: the reference stopped with an error
 
 
 def test_mefb_equals_its_code_under_octave(octave):
@@ -192,21 +205,14 @@ def test_mefb_equals_its_code_under_octave(octave):
     profile = TOOLKIT_PROFILES["mefb"]
     bad, compared = {}, 0
     for case, kits in octave.items():
-        f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
-                     for role in ("fused", "ir", "vi"))
         assert set(kits["mefb"]) == set(profile.columns)
         if case == "walkingnight_grey_ir":
             assert sum(v == MISSING for v in kits["mefb"].values()) >= 15
             with pytest.raises(ValueError, match="both sources grey"):
-                profile.evaluate_pair(f, ir, vi)
+                profile.evaluate_pair(*_crop(case))
             continue
-        got = profile.evaluate_pair(f, ir, vi)
-        for name in profile.columns:
-            want = kits["mefb"][name]
-            want = math.nan if want == MISSING else want
-            compared += 1
-            if not _same(got[name], want):
-                bad[f"{case}/{name}"] = (got[name], want)
+        bad.update(_disagreements(case, profile.evaluate_pair(*_crop(case)), kits["mefb"]))
+        compared += len(kits["mefb"])
     assert compared == 5 * len(profile.columns)
     assert set(bad) == MEFB_ROUNDING_NOISE, bad
     assert bad["constant_fused/Qy"][1] < 1e-15 and abs(bad["constant_fused/Qy"][0]) < 1e-9
@@ -225,16 +231,9 @@ def test_liu_equals_its_code_under_octave(octave):
     profile = TOOLKIT_PROFILES["liu"]
     bad, compared = {}, 0
     for case, kits in octave.items():
-        f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
-                     for role in ("fused", "ir", "vi"))
         assert set(kits["liu"]) == set(profile.columns)
-        got = profile.evaluate_pair(f, ir, vi)
-        for name in profile.columns:
-            want = kits["liu"][name]
-            want = math.nan if want == MISSING else want
-            compared += 1
-            if not _same(got[name], want):
-                bad[f"{case}/{name}"] = (got[name], want)
+        bad.update(_disagreements(case, profile.evaluate_pair(*_crop(case)), kits["liu"]))
+        compared += len(kits["liu"])
     assert compared == 6 * len(profile.columns)
     assert set(bad) == LIU_ROUNDING_NOISE, bad
 
@@ -317,8 +316,8 @@ def test_fmi_dct_equals_octave_on_corners(octave):
     cases = [c for c in octave if "tang_corner" in octave[c]]
     assert len(cases) == 4 and "constant_fused" in cases
     for case in cases:
-        f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png") for role in ("fused", "ir", "vi"))
-        f, ir, vi = (matlab_rgb2gray(x)[:20, :24] if x.ndim == 3 else x[:20, :24] for x in (f, ir, vi))
+        f, ir, vi = (matlab_rgb2gray(x)[:20, :24] if x.ndim == 3 else x[:20, :24]
+                     for x in _crop(case))
         want = octave[case]["tang_corner"]["FMI_dct"]
         # FMI lies in 0..1, so 1e-6 of that scale: a constant fused image gives rounding noise
         # of the DCT (2e-18 in Octave, 2e-17 here) where the value is 0 at that scale
@@ -345,14 +344,9 @@ def test_tang2022_equals_the_2022_script_under_octave(octave):
     profile = TOOLKIT_PROFILES["tang2022"]
     bad, compared = {}, 0
     for case, kits in octave.items():
-        f, ir, vi = (read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
-                     for role in ("fused", "ir", "vi"))
         assert set(kits["tang2022"]) == set(profile.columns) - {"FMI_pixel", "FMI_dct", "FMI_w"}
-        got = profile.evaluate_pair(f, ir, vi)
-        for name, want in kits["tang2022"].items():
-            compared += 1
-            if not _same(got[name], want):
-                bad[f"{case}/{name}"] = (got[name], want)
+        bad.update(_disagreements(case, profile.evaluate_pair(*_crop(case)), kits["tang2022"]))
+        compared += len(kits["tang2022"])
     assert compared == 6 * 14 and set(bad) == TANG2022_OCTAVE_ROUNDING, bad
     assert all(abs(g - w) < 5e-3 * w for k, (g, w) in bad.items() if k.endswith("Qabf"))
     assert math.isnan(bad["constant_fused/CC"][0])
@@ -375,8 +369,7 @@ def test_tang2022_shares_the_unchanged_calls_with_tang():
     are scale-free formulas the 2022 script ran on 0..1 data: equal to rounding on crops without
     flat areas (where flat areas make wavelet coefficients rounding noise, FMI_w differs)."""
     for case in ("tno_mean", "kettle_colour", "walkingnight_grey_ir"):
-        imgs = [read_as_matlab(KITS / "crops" / f"{case}_{r}.png") for r in ("fused", "ir", "vi")]
-        old, new = (TOOLKIT_PROFILES[k].evaluate_pair(*imgs) for k in ("tang", "tang2022"))
+        old, new = (TOOLKIT_PROFILES[k].evaluate_pair(*_crop(case)) for k in ("tang", "tang2022"))
         for name in ("EN", "MI", "PSNR", "MSE", "AG", "MS_SSIM"):
             assert new[name] == old[name], (case, name)
         for name in ("CC", "SCD", "FMI_dct", "FMI_w"):
