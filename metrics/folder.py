@@ -113,8 +113,8 @@ def _jobs(fused_dir: Path, pairs, skip) -> List[_Job]:
             skip(stem, f"no fused image in {fused_dir}")
         elif len(found) > 1:
             skip(stem, f"several fused images: {', '.join(p.name for p in found)}")
-        elif link_problem(found[0]):
-            skip(stem, f"{found[0]}: {link_problem(found[0])}")
+        elif dangling := link_problem(found[0]):
+            skip(stem, f"{found[0]}: {dangling}")
         else:
             jobs.append(_Job(stem, found[0], ir_path, vis_path))
     return jobs
