@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -180,8 +181,19 @@ def _ignore_interrupts() -> None:
 
 
 def start_pool(count: int):
-    """``count`` spawned worker processes (nothing of this process is shared with them)."""
-    return multiprocessing.get_context("spawn").Pool(count, initializer=_ignore_interrupts)
+    """``count`` spawned worker processes (nothing of this process is shared with them) that
+    ignore Ctrl-C from their first instruction: they are started while this process ignores
+    SIGINT (a new interpreter keeps an inherited SIG_IGN), so an interrupt during their imports
+    prints no traceback. A Ctrl-C in the milliseconds this process takes to start them is lost
+    (press it again). The initializer covers a pool started outside the main thread."""
+    context = multiprocessing.get_context("spawn")
+    if threading.current_thread() is not threading.main_thread():  # signal() needs the main one
+        return context.Pool(count, initializer=_ignore_interrupts)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return context.Pool(count, initializer=_ignore_interrupts)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

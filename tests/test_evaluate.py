@@ -379,9 +379,13 @@ def test_folder_benchmark_runs_and_projects_msrs(tmp_path, capsys, monkeypatch):
     assert "2 pairs of 480x640" in (tmp_path / "t.md").read_text()
 
 
-def test_ctrl_c_stops_the_workers_at_once_and_writes_nothing(tmp_path):
-    """Ctrl-C (SIGINT to the whole process group) during a run with worker processes: one line,
-    exit status 130, no report, no traceback from the parent or the workers."""
+# 0.3 s after the workers exist they are importing numpy (this process has long left the
+# milliseconds in which it starts them, ignoring Ctrl-C); 1.5 s after, they are measuring
+@pytest.mark.parametrize("delay", [0.3, 1.5], ids=["workers_starting", "workers_measuring"])
+def test_ctrl_c_stops_the_workers_at_once_and_writes_nothing(delay, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) during a run with worker processes, while
+    they import or while they measure: one line, exit status 130, no report, no traceback from
+    the parent or the workers."""
     import os
     import signal
     import subprocess
@@ -403,7 +407,7 @@ def test_ctrl_c_stops_the_workers_at_once_and_writes_nothing(tmp_path):
         if children.exists() and len(children.read_text().split()) >= 2:
             break
         time.sleep(0.1)
-    time.sleep(1.0)  # the workers are measuring pairs now
+    time.sleep(delay)
     os.killpg(run.pid, signal.SIGINT)
     out, err = run.communicate(timeout=60)
     assert run.returncode == 130, (out, err)
