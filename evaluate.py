@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 from tqdm import tqdm
 
 from metrics.profiles import PROFILE_NAMES, table_profile
+from metrics.toolkit_metrics import kernel_choice
 from metrics.folder import (CROP_LIMIT, DEFAULT_MAX_WORKERS, MIN_PAIRS_FOR_WORKERS, EvaluationError,
                             default_workers, evaluate_folders, format_table, to_csv, to_json, to_md)
 from util.fileio import check_report_outputs, write_all_or_none
@@ -97,6 +98,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError(f"--modalities {args.modalities!r}: give two different folder "
                              "names separated by a comma, e.g. ir,vi")
         profile = table_profile(args.profile)
+        try:  # the environment's choice of FMI and Qp kernels, checked before any image
+            kernel_choice()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         workers = default_workers() if args.workers is None else args.workers
         if workers < 1:
             raise UsageError(f"--workers {args.workers}: give 1 or more processes")

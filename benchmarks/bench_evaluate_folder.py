@@ -2,7 +2,7 @@
 processes, on 480x640 pairs, and what that projects for MSRS's test set (361 pairs of 480x640).
 
     python -m benchmarks.bench_evaluate_folder [--pairs 12] [--profiles vifb,mefb,liu,tang]
-                                               [--workers 1,2] [--md FILE]
+                                               [--workers 1,2] [--kernels numpy,compiled] [--md FILE]
 
 The pairs are 480x640 crops of the three TNO pairs in tests/fixtures at several offsets, each
 with the rounded-down mean as its fused image, written as PNG to a temporary folder and read back
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from metrics import toolkit_metrics as tm
 from metrics.folder import default_workers, evaluate_folders
 from util.fileio import write_text_atomic
 from util.images import read_gray
@@ -49,7 +50,12 @@ def make_pairs(root: Path, count: int) -> Path:
     return root
 
 
-def time_profile(root: Path, profile: str, workers: int) -> float:
+def time_profile(root: Path, profile: str, workers: int, kernels: str) -> float:
+    os.environ[tm.KERNELS_VARIABLE] = kernels
+    tm.kernel_choice()  # a one-line error for compiled without numba
+    if kernels == "compiled":  # compile, or load numba's cache, outside the timing
+        tm.fmi(*(np.full((8, 8), v) for v in (1.0, 2.0, 3.0)))
+        tm.phase_congruency(np.eye(8))
     start = time.perf_counter()
     results = evaluate_folders(root / "input", ["ir", "vi"], [root / "fused"], profile,
                                warn=lambda msg: None, quiet=True, workers=workers)
@@ -59,19 +65,21 @@ def time_profile(root: Path, profile: str, workers: int) -> float:
     return elapsed
 
 
-def build_rows(times: dict, pairs: int, workers: list) -> list:
-    rows, totals = [], {w: 0.0 for w in workers}
-    for profile, by_workers in times.items():
-        for w in workers:
-            totals[w] += by_workers[w]
-            rows.append(_row(profile, w, by_workers[w], by_workers[workers[0]], pairs))
-    rows += [_row("all", w, totals[w], totals[workers[0]], pairs) for w in workers]
+def build_rows(times: dict, pairs: int, runs: list) -> list:
+    """One row per profile and run (kernels, workers), then their totals; the speed-up is
+    against the profile's first run."""
+    rows, totals = [], {run: 0.0 for run in runs}
+    for profile, by_run in times.items():
+        for run in runs:
+            totals[run] += by_run[run]
+            rows.append(_row(profile, run, by_run[run], by_run[runs[0]], pairs))
+    rows += [_row("all", run, totals[run], totals[runs[0]], pairs) for run in runs]
     return rows
 
 
-def _row(profile: str, workers: int, seconds: float, reference: float, pairs: int) -> list:
+def _row(profile: str, run: tuple, seconds: float, reference: float, pairs: int) -> list:
     per_pair = seconds / pairs
-    return [profile, str(workers), f"{seconds:.1f}", f"{per_pair:.2f}",
+    return [profile, run[0], str(run[1]), f"{seconds:.1f}", f"{per_pair:.2f}",
             f"{per_pair * MSRS_PAIRS / 60:.1f}", f"{reference / seconds:.2f}x"]
 
 
@@ -81,16 +89,21 @@ def main() -> None:
     p.add_argument("--profiles", default="vifb,mefb,liu,tang")
     p.add_argument("--workers", default=f"1,{default_workers()}",
                    help="worker counts to time, the first the reference (default 1 and the usable CPUs)")
+    p.add_argument("--kernels", default="numpy,compiled",
+                   help="FMI and Qp kernels to time (DDFM_METRIC_KERNELS), the first the reference")
     p.add_argument("--md", type=Path, help="also write the table as Markdown")
     args = p.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
+    runs = [(k.strip(), w) for k in args.kernels.split(",") for w in workers]
     profiles = [name.strip() for name in args.profiles.split(",")]
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = make_pairs(Path(tmp), args.pairs)
-        times = {name: {w: time_profile(root, name, w) for w in workers} for name in profiles}
-    header = ["Profile", "workers", "wall (s)", "s / pair", f"{MSRS_PAIRS} pairs (min)", "speed-up"]
-    rows = build_rows(times, args.pairs, workers)
+        times = {name: {run: time_profile(root, name, run[1], run[0]) for run in runs}
+                 for name in profiles}
+    header = ["Profile", "kernels", "workers", "wall (s)", "s / pair", f"{MSRS_PAIRS} pairs (min)",
+              "speed-up"]
+    rows = build_rows(times, args.pairs, runs)
     note = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {args.pairs} pairs of {H}x{W} "
             f"(TNO crops, fused = floor of the mean); {os.cpu_count()} CPUs, load average "
             f"{load:.1f} at start; wall-clock of metrics.folder.evaluate_folders, worker start-up "
@@ -100,7 +113,7 @@ def main() -> None:
     print(note)
     if args.md:
         cmd = (f"python -m benchmarks.bench_evaluate_folder --pairs {args.pairs} --profiles "
-               f"{args.profiles} --workers {args.workers}")
+               f"{args.profiles} --workers {args.workers} --kernels {args.kernels}")
         write_text_atomic(args.md, f"# Folder evaluation per profile\n\n`{cmd}`\n\n```\n{table}\n```\n\n{note}\n")
 
 

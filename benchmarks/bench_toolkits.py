@@ -9,7 +9,10 @@ run under GNU Octave, per metric, on one 480x640 grey pair, in the same run.
 ``imageFusionMetrics/`` (zhengliu6699/...); without it, or without ``octave-cli``, the
 Octave column is left out with a note. The pair is TNO 01 from tests/fixtures (infrared and
 visible, 480x640 top-left crop), the fused image their rounded-down mean. Ours: CPU time of
-this thread (``time.thread_time``), median of ``--repeat`` runs, numpy held to one thread.
+this thread (``time.thread_time``), median of ``--repeat`` runs, numpy held to one thread, with
+the NumPy forms of FMI and Qp (``DDFM_METRIC_KERNELS=numpy``) and, when numba is installed,
+with the compiled ones (``metrics/compiled.py``, compiled before the timing); the speed-up over
+Octave is that of evaluate.py's default (compiled when numba is installed).
 Octave: its own ``cputime`` around each metric call, one run (the loops take minutes), with
 the shims of tools/octave_toolkit_reference.py. Each Octave value is printed beside ours, so a
 row whose values differ would show it.
@@ -34,6 +37,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from metrics import toolkit_metrics as tm  # noqa: E402
 from metrics.toolkits import TOOLKIT_PROFILES  # noqa: E402
 from tools.octave_toolkit_reference import (LIU_CALLS, MATLAB_EDGE, MEFB_FILES,  # noqa: E402
                                             REAL_IFFT2, SHIMS, VIFB_FILES, matlab_dwt2_shim,
@@ -77,7 +81,11 @@ def load_pair():
     return np.floor((ir + vi) / 2.0), ir, vi
 
 
-def time_ours(profile, f, ir, vi, repeat: int) -> dict:
+def time_ours(profile, f, ir, vi, repeat: int, kernels: str) -> dict:
+    """{column: (median CPU seconds, value)} with FMI's and Qp's ``kernels``."""
+    os.environ[tm.KERNELS_VARIABLE] = kernels
+    if kernels == "compiled":  # numba compiles (or loads its cache) on the first call
+        profile.evaluate_pair(f[:40, :40], ir[:40, :40], vi[:40, :40])
     out = {}
     for name in profile.columns:
         times, value = [], None
@@ -167,21 +175,28 @@ def time_octave(octave_dir: Path, kits, f, ir, vi, size) -> dict:
     return out
 
 
-def build_table(kits, ours, octave, scaled: bool) -> tuple[list, list]:
-    header = ["Profile", "Metric", "ours (ms)", "Octave (s)", "speed-up", "ours value", "Octave value"]
-    rows, tot_ours, tot_oct = [], 0.0, 0.0
+def build_table(kits, ours, compiled, octave, scaled: bool) -> tuple[list, list]:
+    """Rows per metric: NumPy time, compiled time (when measured), Octave time and the speed-up
+    over it of evaluate.py's default (compiled when measured), the values."""
+    header = ["Profile", "Metric", "NumPy (ms)", "compiled (ms)", "Octave (s)", "speed-up",
+              "ours value", "Octave value"]
+    rows, tot_numpy, tot_default, tot_oct = [], 0.0, 0.0, 0.0
     for kit in kits:
         for name, (t, v) in ours[kit].items():
-            tot_ours += t
+            tc = compiled[kit][name][0] if compiled else None
+            default = t if tc is None else tc
+            tot_numpy, tot_default = tot_numpy + t, tot_default + default
             o = octave.get((kit, name))
             if o:
                 tot_oct += o[0]
             mark = "~" if name in OCTAVE_SCALE or scaled else ""
-            rows.append([kit, name, f"{t * 1e3:.1f}", f"{mark}{o[0]:.2f}" if o else "-",
-                         f"{mark}{o[0] / t:.0f}x" if o and t > 0 else "-", f"{v:.6g}",
+            rows.append([kit, name, f"{t * 1e3:.1f}", f"{tc * 1e3:.1f}" if tc is not None else "-",
+                         f"{mark}{o[0]:.2f}" if o else "-",
+                         f"{mark}{o[0] / default:.0f}x" if o and default > 0 else "-", f"{v:.6g}",
                          "(crop)" if mark and o else f"{o[1]:.6g}" if o else "-"])
-    rows.append(["all", "total", f"{tot_ours * 1e3:.1f}", f"{tot_oct:.2f}" if octave else "-",
-                 f"{tot_oct / tot_ours:.0f}x" if octave else "-", "", ""])
+    rows.append(["all", "total", f"{tot_numpy * 1e3:.1f}",
+                 f"{tot_default * 1e3:.1f}" if compiled else "-", f"{tot_oct:.2f}" if octave else "-",
+                 f"{tot_oct / tot_default:.0f}x" if octave else "-", "", ""])
     return header, rows
 
 
@@ -200,7 +215,13 @@ def main() -> None:
         if k not in TOOLKIT_PROFILES:
             p.error(f"--profiles: unknown {k!r}; choose from {', '.join(TOOLKIT_PROFILES)}")
     f, ir, vi = load_pair()
-    ours = {k: time_ours(TOOLKIT_PROFILES[k], f, ir, vi, args.repeat) for k in kits}
+    ours = {k: time_ours(TOOLKIT_PROFILES[k], f, ir, vi, args.repeat, "numpy") for k in kits}
+    try:  # ValueError: numba cannot be imported
+        os.environ[tm.KERNELS_VARIABLE] = "compiled"
+        tm.kernel_choice()
+        compiled = {k: time_ours(TOOLKIT_PROFILES[k], f, ir, vi, args.repeat, "compiled") for k in kits}
+    except ValueError:
+        compiled = {}
     notes = ["Tang's SSIM is MATLAB's built-in ssim, which Octave lacks: no Octave time. MEFB's "
              "MEF_SSIM stops on grey images (rgb2gray): no values on either side.",
              "~: scaled Octave time. FMI: Octave timed on a 30x40 corner, scaled by the window count "
@@ -215,11 +236,14 @@ def main() -> None:
     else:
         octave = {}
         notes.append("Octave column left out: give --octave-dir with the toolkits and install octave-cli.")
-    header, rows = build_table(kits, ours, octave, args.octave_size != f"{H}x{W}")
+    if not compiled:
+        notes.append("compiled column left out: numba is not installed (pip install numba).")
+    header, rows = build_table(kits, ours, compiled, octave, args.octave_size != f"{H}x{W}")
     table = text_table(header, rows)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     notes.append(f"{when}; one {H}x{W} grey pair (TNO 01, fused = floor of the mean); ours: CPU time "
-                 f"of one thread, median of {args.repeat}; Octave: cputime of one run.")
+                 f"of one thread, median of {args.repeat} (compiled: FMI and Qp by metrics/compiled.py, the "
+                 "rest as NumPy); Octave: cputime of one run.")
     print(table + "\n\n" + "\n".join(notes))
     if args.md:
         cmd = "python -m benchmarks.bench_toolkits " + " ".join(

@@ -14,11 +14,16 @@ are listed in docs/metrics.md.
 
 Degenerate inputs give the value the MATLAB reference gives (often NaN: 0/0), computed without
 warnings. Nothing here validates its input; ``metrics/toolkits.py`` does that once per pair.
+
+FMI and Qp's phase congruency have a second, compiled form (``metrics/compiled.py``, numba),
+used when numba is installed unless ``DDFM_METRIC_KERNELS=numpy`` (``compiled_kernels``); the
+NumPy forms here are the reference the compiled ones are tested against.
 """
 from __future__ import annotations
 
 import functools
 import math
+import os
 
 import numpy as np
 from scipy import fft as sfft
@@ -30,6 +35,40 @@ from scipy import ndimage
 
 def _errstate():
     return np.errstate(divide="ignore", invalid="ignore", over="ignore")
+
+
+#: The environment variable that picks FMI's and Qp's kernels: ``auto`` (the default: compiled
+#: when numba is installed), ``numpy`` or ``compiled`` (an error without numba).
+KERNELS_VARIABLE = "DDFM_METRIC_KERNELS"
+KERNEL_CHOICES = ("auto", "numpy", "compiled")
+
+
+@functools.lru_cache(maxsize=1)
+def _import_compiled():
+    """(metrics.compiled, None), or (None, why it cannot be imported)."""
+    try:
+        from metrics import compiled
+    except ImportError as exc:  # numba missing, or installed for another numpy
+        return None, str(exc)
+    return compiled, None
+
+
+def kernel_choice() -> str:
+    """``DDFM_METRIC_KERNELS`` (unset or empty: auto), checked: a ValueError with one line for
+    an unknown choice, or for ``compiled`` without a working numba."""
+    choice = os.environ.get(KERNELS_VARIABLE) or "auto"
+    if choice not in KERNEL_CHOICES:
+        raise ValueError(f"{KERNELS_VARIABLE}={choice!r}: use one of {', '.join(KERNEL_CHOICES)}")
+    if choice == "compiled" and _import_compiled()[0] is None:
+        raise ValueError(f"{KERNELS_VARIABLE}=compiled needs numba ({_import_compiled()[1]}); "
+                         "pip install numba, or unset it")
+    return choice
+
+
+def compiled_kernels():
+    """The compiled kernels module (``metrics/compiled.py``) when ``DDFM_METRIC_KERNELS`` asks
+    for it and numba can be imported, else None (the NumPy forms)."""
+    return None if kernel_choice() == "numpy" else _import_compiled()[0]
 
 
 def gaussian_1d(n: int, sigma: float) -> np.ndarray:
@@ -703,10 +742,14 @@ def fmi(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "edge",
     """analysis_fmi(a, b, f, feature) with its 3x3 windows: mean over the interior windows of
     the feature images of (fmi(a, f) + fmi(b, f)) / 2. ``feature`` (``FMI_FEATURES``): 'edge'
     (the reference's default: MATLAB's edge), 'none' (raw pixels), 'dct' (dct2 of the whole
-    image) or 'wavelet' (dwt2 'dmey'). Computed in chunks of rows to bound memory."""
+    image) or 'wavelet' (dwt2 'dmey'). Compiled (``compiled_kernels``), or here in chunks of
+    rows to bound memory."""
     if feature not in FMI_FEATURES:
         raise ValueError(f"FMI feature {feature!r}: use one of {', '.join(FMI_FEATURES)}")
-    a, b, f = (FMI_FEATURES[feature](x) for x in (a, b, f))
+    a, b, f = (np.ascontiguousarray(FMI_FEATURES[feature](x), dtype=np.float64) for x in (a, b, f))
+    kernels = compiled_kernels()
+    if kernels is not None:
+        return float(kernels.fmi_window_mean(a, b, f))
     total, count = 0.0, 0
     for top in range(0, a.shape[0] - 2, rows_per_chunk):
         rows = slice(top, min(top + rows_per_chunk, a.shape[0] - 2) + 2)
@@ -1091,8 +1134,9 @@ def _pc_filters(rows: int, cols: int):
 @functools.lru_cache(maxsize=4)
 def _pc_bank(rows: int, cols: int) -> tuple:
     """Per orientation, what does not depend on the image: its 4 filters (log-Gabor x angular
-    spread) and the noise-model sums of myphasecong3 -- sum(filter_1^2) and, over the filters'
-    spatial forms real(ifft2(filter)) sqrt(rows cols), sum of A_s^2 and of A_i A_j (i < j)."""
+    spread; one (4, rows, cols) array) and the noise-model sums of myphasecong3 --
+    sum(filter_1^2) and, over the filters' spatial forms real(ifft2(filter)) sqrt(rows cols),
+    sum of A_s^2 and of A_i A_j (i < j)."""
     radial, spread = _pc_filters(rows, cols)
     bank = []
     for o in range(_PC_ORIENTS):
@@ -1101,7 +1145,7 @@ def _pc_bank(rows: int, cols: int) -> tuple:
         sum_an2 = float(np.sum(sum(sp * sp for sp in spatial)))
         sum_aiaj = float(np.sum(sum(spatial[i] * spatial[j] for i in range(len(spatial))
                                     for j in range(i + 1, len(spatial)))))
-        bank.append((filters, float(np.sum(filters[0] ** 2)), sum_an2, sum_aiaj))
+        bank.append((np.stack(filters), float(np.sum(filters[0] ** 2)), sum_an2, sum_aiaj))
     return tuple(bank)
 
 
@@ -1113,11 +1157,12 @@ def _pc_noise_threshold(eo_first, em_n: float, sum_an2: float, sum_aiaj: float) 
     return (tau * math.sqrt(math.pi / 2) + 2.0 * math.sqrt((2 - math.pi / 2) * tau * tau)) / 1.7
 
 
-def _pc_orientation(image_fft, filters, noise_sums):
-    """One orientation: (weighted energy, sum of amplitudes, PC of the orientation). The
+def _pc_accumulate(eo, threshold: float, cos_a: float, sin_a: float, sums) -> None:
+    """One orientation added to ``sums`` (total energy, total amplitude, cx^2, cy^2, cx cy;
+    (5, H, W), in place), from ``eo``, its 4 scales' complex responses: its energy less the
+    noise threshold, weighted by the filters' spread, and its PC = that / its amplitude. The
     reference's sum over the scales of E mean_E + O mean_O is (sum E) mean_E + (sum O) mean_O,
-    taken so here (equal to rounding)."""
-    eo = [sfft.ifft2(image_fft * flt, overwrite_x=True) for flt in filters]
+    taken so here (equal to rounding). ``metrics.compiled.pc_accumulate`` is the same per pixel."""
     amp = [np.abs(e) for e in eo]
     sum_an = sum(amp)
     sum_e, sum_o = sum(e.real for e in eo), sum(e.imag for e in eo)
@@ -1126,25 +1171,35 @@ def _pc_orientation(image_fft, filters, noise_sums):
     energy = sum_e * mean_e + sum_o * mean_o
     for e in eo:
         energy -= np.abs(e.real * mean_o - e.imag * mean_e)
-    energy = np.maximum(energy - _pc_noise_threshold(eo[0], *noise_sums), 0.0)
+    energy = np.maximum(energy - threshold, 0.0)
     width = sum_an / (np.maximum.reduce(amp) + _PC_EPS) / _PC_SCALES
-    weight = 1.0 / (1.0 + np.exp((0.5 - width) * 10.0))
+    weighted = 1.0 / (1.0 + np.exp((0.5 - width) * 10.0)) * energy
     with _errstate():
-        return weight * energy, sum_an, weight * energy / sum_an
+        pc = weighted / sum_an
+    cx, cy = pc * cos_a, pc * sin_a
+    sums[0] += weighted
+    sums[1] += sum_an
+    sums[2] += cx * cx
+    sums[3] += cy * cy
+    sums[4] += cx * cy
 
 
 def phase_congruency(img: np.ndarray):
     """myphasecong3(img): (phase congruency, M, m) -- the maximum and minimum moments of the
     orientations' PC covariance. Octave and numpy FFTs differ by rounding only."""
     image_fft = sfft.fft2(img)
-    total_energy = total_an = cx2 = cy2 = cxy = 0.0
+    kernels = compiled_kernels()
+    sums = np.zeros((5, *img.shape))
     for o, (filters, *noise_sums) in enumerate(_pc_bank(*img.shape)):
-        energy, sum_an, pc = _pc_orientation(image_fft, filters, noise_sums)
-        total_energy = total_energy + energy
-        total_an = total_an + sum_an
+        eo = sfft.ifft2(image_fft * filters, axes=(-2, -1), overwrite_x=True)
+        threshold = _pc_noise_threshold(eo[0], *noise_sums)
         ang = o * math.pi / _PC_ORIENTS
-        cx, cy = pc * math.cos(ang), pc * math.sin(ang)
-        cx2, cy2, cxy = cx2 + cx * cx, cy2 + cy * cy, cxy + cx * cy
+        if kernels is None:
+            _pc_accumulate(eo, threshold, math.cos(ang), math.sin(ang), sums)
+        else:
+            kernels.pc_accumulate(eo, threshold, math.cos(ang), math.sin(ang), _PC_EPS,
+                                  _PC_SCALES, sums)
+    total_energy, total_an, cx2, cy2, cxy = sums
     cx2, cy2, cxy = cx2 / (_PC_ORIENTS / 2), cy2 / (_PC_ORIENTS / 2), cxy / _PC_ORIENTS
     denom = np.sqrt(cxy * cxy + (cx2 - cy2) ** 2) + _PC_EPS
     return total_energy / (total_an + _PC_EPS), (cy2 + cx2 + denom) / 2, (cy2 + cx2 - denom) / 2
