@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from metrics.evaluator import TABLE_COLUMNS
 from metrics.profiles import table_profile
+from metrics.toolkit_metrics import shared_results
 from util.images import ImageError, files_for_stem, find_pairs, images_by_stem, link_problem
 from util.tables import md_row, md_rule, text_table
 
@@ -146,6 +147,13 @@ def evaluate_job(job: _Job, profile) -> tuple:
         return "skip", str(exc), False
 
 
+def evaluate_job_profiles(job: _Job, profiles: Sequence) -> list:
+    """evaluate_job under each profile, in order; what several of them compute on the same
+    images (Qp in MEFB's and Liu's tables, ...) is computed once (``shared_results``)."""
+    with shared_results():
+        return [evaluate_job(job, profile) for profile in profiles]
+
+
 def _picklable_name(profile) -> Optional[str]:
     """The name a worker process can look ``profile`` up by, or None (a custom profile)."""
     name = profile if isinstance(profile, str) else getattr(profile, "name", None)
@@ -155,23 +163,23 @@ def _picklable_name(profile) -> Optional[str]:
         return None
 
 
-def _evaluate_in_worker(job_and_profile: tuple) -> tuple:
-    """evaluate_job in a worker process: (job, outcome)."""
-    job, profile = job_and_profile
-    return job, evaluate_job(job, profile)
+def _evaluate_in_worker(job_and_profiles: tuple) -> tuple:
+    """evaluate_job_profiles in a worker process: (job, outcomes)."""
+    job, profiles = job_and_profiles
+    return job, evaluate_job_profiles(job, profiles)
 
 
-def _run_jobs(jobs: List[_Job], profile, pool, bar):
-    """Yield (job, outcome) for every job, here or in the worker processes of ``pool``
-    (outcomes then come out of order)."""
+def _run_jobs(jobs: List[_Job], profiles: Sequence, pool, bar):
+    """Yield (job, [outcome per profile]) for every job, here or in the worker processes of
+    ``pool`` (outcomes then come out of order)."""
     if pool is None or len(jobs) <= 1:
         for job in jobs:
-            yield job, evaluate_job(job, profile)
+            yield job, evaluate_job_profiles(job, profiles)
             bar.update()
         return
-    name = _picklable_name(profile)
-    for job, outcome in pool.imap_unordered(_evaluate_in_worker, [(job, name) for job in jobs]):
-        yield job, outcome
+    names = [_picklable_name(profile) for profile in profiles]
+    for job, outcomes in pool.imap_unordered(_evaluate_in_worker, [(job, names) for job in jobs]):
+        yield job, outcomes
         bar.update()
 
 
@@ -197,10 +205,10 @@ def start_pool(count: int):
 
 
 @contextlib.contextmanager
-def _workers(count: int, profile):
-    """A pool of ``count`` worker processes, or None where one process will do or the profile
+def _workers(count: int, profiles: Sequence):
+    """A pool of ``count`` worker processes, or None where one process will do or a profile
     has no name to send them. An interrupt (or any error) stops the workers at once."""
-    if count <= 1 or _picklable_name(profile) is None:
+    if count <= 1 or any(_picklable_name(profile) is None for profile in profiles):
         yield None
         return
     pool = start_pool(count)
@@ -215,37 +223,48 @@ def _workers(count: int, profile):
         pool.join()
 
 
-def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profile, warn,
-                     quiet: bool = False, pool=None) -> MethodResult:
-    conventions = table_profile(profile)
-    res = MethodResult(name, fused_dir, columns=conventions.columns, decimals=conventions.decimals)
+def _evaluate_method(name: str, fused_dir: Path, pairs, source_problems, profiles: Sequence,
+                     warn, quiet: bool = False, pool=None) -> List[MethodResult]:
+    """One fused folder under each profile: a MethodResult per profile, in order. A pair left
+    out by every profile for one reason is named once; else each profile's reason is named."""
+    tables = [table_profile(profile) for profile in profiles]
+    results = [MethodResult(name, fused_dir, columns=t.columns, decimals=t.decimals) for t in tables]
     for stem, reason in source_problems:  # named by the source file, not by a fused image
-        res.skipped.append({"image": stem, "reason": reason})
+        for res in results:
+            res.skipped.append({"image": stem, "reason": reason})
         warn(f"pair {stem}: {reason}; not counted")
-    outcomes = {}  # stem of a pair: ('ok', values, cropped) or ('skip', reason, False)
+    outcomes = {}  # stem of a pair: [('ok', values, cropped) or ('skip', reason, False)] per profile
 
     def skip(stem: str, reason: str) -> None:
-        outcomes[stem] = ("skip", reason, False)
+        outcomes[stem] = [("skip", reason, False)] * len(tables)
         warn(f"{name}/{stem}: {reason}; not counted")
 
     jobs = _jobs(fused_dir, pairs, skip)
     # no bars with --quiet, nor when stderr is not a terminal (logs, pipes): disable=None
     with tqdm(total=len(jobs), desc=name, unit="img", file=sys.stderr, dynamic_ncols=True,
               leave=False, disable=True if quiet else None) as bar:
-        for job, outcome in _run_jobs(jobs, profile, pool, bar):
-            if outcome[0] == "skip":
-                skip(job.stem, outcome[1])
-            else:
-                outcomes[job.stem] = outcome
+        for job, got in _run_jobs(jobs, profiles, pool, bar):
+            outcomes[job.stem] = got
+            _warn_skips(f"{name}/{job.stem}", got, tables, warn)
     for stem, _, _ in pairs:  # in pair order, however the workers finished
-        kind, value, cropped = outcomes[stem]
-        if kind == "ok":
-            res.per_image[stem] = value
-            if cropped:
-                res.cropped.append(stem)
-        else:
-            res.skipped.append({"image": stem, "reason": value})
-    return res
+        for res, (kind, value, cropped) in zip(results, outcomes[stem]):
+            if kind == "ok":
+                res.per_image[stem] = value
+                if cropped:
+                    res.cropped.append(stem)
+            else:
+                res.skipped.append({"image": stem, "reason": value})
+    return results
+
+
+def _warn_skips(where: str, outcomes: list, tables: list, warn) -> None:
+    """One line for a pair every profile left out for one reason, else one per profile."""
+    reasons = [(t.name, o[1]) for t, o in zip(tables, outcomes) if o[0] == "skip"]
+    if len(reasons) == len(tables) and len({r for _, r in reasons}) == 1:
+        warn(f"{where}: {reasons[0][1]}; not counted")
+        return
+    for profile, reason in reasons:
+        warn(f"{where}: {reason}; not counted in profile {profile}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,15 +353,26 @@ def to_md(results, profile, input_dir, modalities) -> str:
 
 
 def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Sequence[Path],
-                     profile: str = "reference", warn=None, quiet: bool = False,
+                     profile="reference", warn=None, quiet: bool = False,
                      workers: int = 1) -> List[MethodResult]:
     """The metrics of every fused folder (one method each) against the sources in
     ``input_dir``; each image not counted is passed to ``warn`` (default: stderr) in one line;
     ``quiet``: no progress bars; ``workers``: pairs measured in that many processes at once
-    when there are at least ``MIN_PAIRS_FOR_WORKERS`` (the values do not depend on it). Raises :class:`EvaluationError` for a folder that is missing or holds
-    no sources."""
+    when there are at least ``MIN_PAIRS_FOR_WORKERS`` (the values do not depend on it). Raises
+    :class:`EvaluationError` for a folder that is missing or holds no sources."""
+    return evaluate_profiles(input_dir, modalities, fused_dirs, [profile], warn, quiet, workers)[0]
+
+
+def evaluate_profiles(input_dir: Path, modalities: Sequence[str], fused_dirs: Sequence[Path],
+                      profiles: Sequence, warn=None, quiet: bool = False,
+                      workers: int = 1) -> List[List[MethodResult]]:
+    """``evaluate_folders`` under several profiles in one pass over the images: for each
+    profile, in order, its results per fused folder. Each pair's images are read once per
+    profile, and a metric several profiles compute on the same images is computed once; the
+    values are those of separate runs."""
     warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    table_profile(profile)  # an unknown name fails before any image is read
+    for profile in profiles:
+        table_profile(profile)  # an unknown name fails before any image is read
     names = _method_names(fused_dirs)
     for d in fused_dirs:
         if not Path(d).is_dir():
@@ -350,9 +380,10 @@ def evaluate_folders(input_dir: Path, modalities: Sequence[str], fused_dirs: Seq
         _not_a_source_folder(Path(d), Path(input_dir), modalities)
     pairs, problems = _source_pairs(Path(input_dir), modalities)
     jobs = len(pairs) * len(fused_dirs)
-    with _workers(min(workers, jobs) if jobs >= MIN_PAIRS_FOR_WORKERS else 1, profile) as pool:
-        return [_evaluate_method(n, Path(d), pairs, problems, profile, warn, quiet, pool)
-                for n, d in zip(names, fused_dirs)]
+    with _workers(min(workers, jobs) if jobs >= MIN_PAIRS_FOR_WORKERS else 1, profiles) as pool:
+        by_method = [_evaluate_method(n, Path(d), pairs, problems, profiles, warn, quiet, pool)
+                     for n, d in zip(names, fused_dirs)]
+    return [list(results) for results in zip(*by_method)] if by_method else [[] for _ in profiles]
 
 
 def _not_a_source_folder(fused_dir: Path, input_dir: Path, modalities: Sequence[str]) -> None:

@@ -21,7 +21,10 @@ NumPy forms here are the reference the compiled ones are tested against.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import hashlib
 import math
 import os
 
@@ -65,10 +68,60 @@ def kernel_choice() -> str:
     return choice
 
 
+def compiled_available() -> bool:
+    """Whether numba can be imported, so that ``compiled`` is a valid choice."""
+    return _import_compiled()[0] is not None
+
+
 def compiled_kernels():
     """The compiled kernels module (``metrics/compiled.py``) when ``DDFM_METRIC_KERNELS`` asks
     for it and numba can be imported, else None (the NumPy forms)."""
     return None if kernel_choice() == "numpy" else _import_compiled()[0]
+
+
+# A run of several profiles computes some metrics more than once on the same images (Qp in
+# MEFB's and Liu's tables, the edge FMI in MEFB's and Tang's, ...): within ``shared_results``
+# the functions marked ``@_shared`` remember their value by their arguments' contents.
+_RESULTS: contextvars.ContextVar = contextvars.ContextVar("shared_results", default=None)
+
+
+@contextlib.contextmanager
+def shared_results():
+    """Within this block, each ``@_shared`` metric is computed once per distinct input (equal
+    array contents, equal other arguments) and its value reused: the same value bit for bit,
+    as the same function computes it. Nested blocks share the outer one's results."""
+    token = _RESULTS.set(_RESULTS.get() or {"values": {}, "digests": {}})
+    try:
+        yield
+    finally:
+        _RESULTS.reset(token)
+
+
+def _fingerprint(arg, digests: dict):
+    """An argument as a key: an array by its dtype, shape and a digest of its bytes (each array
+    object hashed once per block; the object is kept, so its id is not reused), else itself."""
+    if not isinstance(arg, np.ndarray):
+        return arg
+    known = digests.get(id(arg))
+    if known is None:
+        digest = hashlib.blake2b(np.ascontiguousarray(arg).view(np.uint8), digest_size=16).digest()
+        known = digests[id(arg)] = (arg, (arg.dtype.str, arg.shape, digest))
+    return known[1]
+
+
+def _shared(fn):
+    """Mark a metric whose value ``shared_results`` may reuse."""
+    @functools.wraps(fn)
+    def remembered(*args, **kwargs):
+        store = _RESULTS.get()
+        if store is None:
+            return fn(*args, **kwargs)
+        key = (fn.__name__, tuple(_fingerprint(a, store["digests"]) for a in args),
+               tuple(sorted((k, _fingerprint(v, store["digests"])) for k, v in kwargs.items())))
+        if key not in store["values"]:
+            store["values"][key] = fn(*args, **kwargs)
+        return store["values"][key]
+    return remembered
 
 
 def gaussian_1d(n: int, sigma: float) -> np.ndarray:
@@ -480,6 +533,7 @@ def qcb(a: np.ndarray, b: np.ndarray, f: np.ndarray, im2double: bool = False) ->
         return float(np.mean(wa * qa + wb * qb))
 
 
+@_shared
 def qcv(a: np.ndarray, b: np.ndarray, f: np.ndarray, window: int = 16) -> float:
     """Qcv (Chen-Varshney, lower is better): 16x16 blocks weighted by the sum of the sources'
     Sobel magnitudes^5, each block's mean squared CSF-filtered difference (theta_m on the grid
@@ -737,6 +791,7 @@ FMI_FEATURES = {
 }
 
 
+@_shared
 def fmi(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "edge",
         rows_per_chunk: int = 16) -> float:
     """analysis_fmi(a, b, f, feature) with its 3x3 windows: mean over the interior windows of
@@ -786,6 +841,7 @@ def _pdf_entropies(h: np.ndarray) -> tuple[float, float, float]:
     return _entropy_bits(h.sum(axis=1)), _entropy_bits(h.sum(axis=0)), _entropy_bits(h)
 
 
+@_shared
 def nmi(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     """NMI (Hossny's normalised MI, MEFB's metricsNMI): 2 (MI(a, F) / (H(a) + H(F)) + MI(b, F)
     / (H(b) + H(F))), 256-bin histograms of the normalize1'd images, bits."""
@@ -816,6 +872,7 @@ def tsallis_metric(a: np.ndarray, b: np.ndarray, f: np.ndarray, q: float = 1.85)
     return _tsallis_term(a, f, q) + _tsallis_term(b, f, q)
 
 
+@_shared
 def qncie(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     """Qncie (Wang's nonlinear correlation information entropy): the 3x3 matrix of nonlinear
     correlation coefficients NCC = (H(x) + H(y) - H(x, y)) / 8 between a, b, F (256-bin
@@ -1231,6 +1288,7 @@ def _pc_correlation(f1, f2, fmax, ff, masks) -> float:
         return float(np.sum(best)) / float(np.sum(masks[2]))
 
 
+@_shared
 def qp(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     """Qp (Zhao): product over phase congruency, M and m of the masked correlation with the
     fused image's, each source's feature where its PC exceeds 0.1 and the larger-PC source's

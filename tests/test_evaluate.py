@@ -198,6 +198,63 @@ def test_mismatches_are_named_and_not_counted(workers, tmp_path, capsys, monkeyp
     assert rc == 1 and err.count("no fused image") == 8
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_several_profiles_in_one_pass_write_what_separate_runs_write(workers, tmp_path, capsys,
+                                                                     monkeypatch):
+    """--profile reference,mefb,liu: one pass over the pairs (MEFB's and Liu's Qp computed once),
+    in one process or in two workers, prints the three tables and writes, for each profile, the
+    reports a run of that profile alone writes, byte for byte. A pair only the toolkits refuse
+    (smaller than 32x32) is named once per profile that refuses it."""
+    pools = _spy_on_pools(monkeypatch)
+    rng = np.random.default_rng(3)
+    for k in range(8):
+        for folder_name in ("input/ir", "input/vi", "fused"):
+            write_png_atomic(tmp_path / folder_name / f"p{k}.png",
+                             rng.integers(0, 256, (40, 48)).astype(np.uint8))
+    for folder_name in ("input/ir", "input/vi", "fused"):
+        write_png_atomic(tmp_path / folder_name / "tiny.png",
+                         rng.integers(0, 256, (24, 24)).astype(np.uint8))
+    common = ["--input", tmp_path / "input", "--fused", tmp_path / "fused", "--workers", workers]
+    rc, out, err = _run(capsys, *common, "--profile", "reference,mefb,liu",
+                        "--json", tmp_path / "all" / "r_{profile}.json",
+                        "--csv", tmp_path / "all" / "r_{profile}.csv")
+    assert rc == 0 and [line.split(" (")[0] for line in out.splitlines()
+                        if line.startswith("Profile:")] == ["Profile: reference", "Profile: mefb",
+                                                            "Profile: liu"]
+    assert err.count("fused/tiny: ") == 2 and "not counted in profile mefb" in err
+    assert "not counted in profile liu" in err and "profile reference" not in err
+    assert pools == ([2] if workers == "2" else [])
+    for name in ("reference", "mefb", "liu"):
+        rc, _, _ = _run(capsys, *common, "--profile", name, "--json", tmp_path / name / "r.json",
+                        "--csv", tmp_path / name / "r.csv")
+        assert rc == 0
+        for ext in ("json", "csv"):
+            assert ((tmp_path / "all" / f"r_{name}.{ext}").read_bytes()
+                    == (tmp_path / name / f"r.{ext}").read_bytes()), (name, ext)
+    assert "tiny" in json.loads((tmp_path / "reference" / "r.json").read_text())["methods"]["fused"]["per_image"]
+
+
+def test_profile_list_usage_errors_are_one_line(tmp_path, capsys):
+    for folder_name in ("input/ir", "input/vi", "fused"):
+        write_png_atomic(tmp_path / folder_name / "a.png", np.zeros((40, 40), np.uint8))
+    common = ["--input", tmp_path / "input", "--fused", tmp_path / "fused"]
+    cases = [
+        (["--profile", "vifb,foo"], "--profile vifb,foo: unknown profile 'foo'; choose from "
+                                    "reference, textbook, vifb, mefb, liu, tang, tang2022"),
+        (["--profile", "tang,tang"], "--profile tang,tang: a profile is named twice"),
+        (["--profile", "vifb,tang", "--json", tmp_path / "r.json"],
+         f"--json {tmp_path / 'r.json'}: with several profiles each report needs {{profile}} in its "
+         f"name, e.g. {tmp_path / 'r_{profile}.json'}"),
+        (["--profile", "vifb,tang", "--csv", "-"],
+         "--csv -: with several profiles each report needs {profile} in its name, e.g. "
+         "results_{profile}.csv"),
+    ]
+    for extra, message in cases:
+        rc, out, err = _run(capsys, *common, *extra)
+        assert rc == 2 and out == "" and err == f"evaluate.py: error: {message}\n", err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_usage_errors_are_one_line(data_root, tmp_path, capsys):
     mri_pet = data_root / "MRI_PET"
     rc, out, err = _run(capsys, "--input", mri_pet, "--fused", tmp_path)

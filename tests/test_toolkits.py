@@ -486,6 +486,29 @@ def test_flat_areas_leave_only_rounding_noise_in_the_wavelet_details():
         assert 0 < np.ptp(band) < 1e-12 * 255 and np.unique(band).size > 9
 
 
+def test_shared_results_compute_a_metric_once_per_content(monkeypatch):
+    """Within shared_results, MEFB's and Liu's tables of one pair compute Qp's three phase
+    congruencies once (not twice) and the edge FMI once for MEFB and Tang, also on copies of
+    equal content; the values are bit for bit those of separate calls. Outside, nothing is
+    remembered."""
+    f, ir, vi = _crop("tno_mean")
+    alone = {k: TOOLKIT_PROFILES[k].evaluate_pair(f, ir, vi) for k in ("mefb", "liu", "tang")}
+    calls = []
+    pc = tm.phase_congruency
+    monkeypatch.setattr(tm, "phase_congruency", lambda img: calls.append(1) or pc(img))
+    features = []
+    edge = tm.FMI_FEATURES["edge"]
+    monkeypatch.setitem(tm.FMI_FEATURES, "edge", lambda img: features.append(1) or edge(img))
+    with tm.shared_results():
+        shared = {k: TOOLKIT_PROFILES[k].evaluate_pair(f.copy(), ir.copy(), vi.copy())
+                  for k in ("mefb", "liu", "tang")}
+    assert len(calls) == 3 and len(features) == 3
+    for k in alone:
+        assert json.dumps(shared[k]) == json.dumps(alone[k]), k
+    TOOLKIT_PROFILES["liu"].evaluate_pair(f, ir, vi)
+    assert len(calls) == 6
+
+
 def test_fmi_of_identical_images_is_one_and_features_are_named():
     rng = np.random.default_rng(4)
     src = rng.integers(0, 256, (40, 44)).astype(np.float64)
