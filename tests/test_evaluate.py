@@ -436,6 +436,15 @@ def test_folder_benchmark_runs_and_projects_msrs(tmp_path, capsys, monkeypatch):
     assert "2 pairs of 480x640" in (tmp_path / "t.md").read_text()
 
 
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT at its default, as under a terminal. A test run started
+    as a background job of a non-interactive shell has SIGINT ignored, which every child would
+    inherit (and Python keeps an inherited SIG_IGN), so no Ctrl-C would reach it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # 0.3 s after the workers exist they are importing numpy (this process has long left the
 # milliseconds in which it starts them, ignoring Ctrl-C); 1.5 s after, they are measuring
 @pytest.mark.parametrize("delay", [0.3, 1.5], ids=["workers_starting", "workers_measuring"])
@@ -458,7 +467,7 @@ def test_ctrl_c_stops_the_workers_at_once_and_writes_nothing(delay, tmp_path):
                             "--fused", str(tmp_path / "fused"), "--profile", "tang",
                             "--workers", "2", "--json", str(report)],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+                           start_new_session=True, preexec_fn=_sigint_default)
     children = Path(f"/proc/{run.pid}/task/{run.pid}/children")
     for _ in range(600):  # until the pool's two workers run (Linux shows them), at most 60 s
         if children.exists() and len(children.read_text().split()) >= 2:
