@@ -16,7 +16,8 @@ from metrics.toolkits import matlab_rgb2gray, read_as_matlab
 
 pytestmark = pytest.mark.numeric
 
-numba = pytest.importorskip("numba", reason="the compiled kernels need numba (pip install numba)")
+needs_numba = pytest.mark.skipif(not tm.compiled_available(),
+                                 reason="the compiled kernels need numba (pip install numba)")
 
 # Both forms compute in float64 and differ in the order of a few sums and in exp/sqrt against
 # NumPy's SIMD loops: a few ulps of values in 0..1. 1e-12 leaves three orders of margin for
@@ -58,6 +59,7 @@ def _branching_windows() -> tuple:
     return a, b, f
 
 
+@needs_numba
 @pytest.mark.parametrize("feature", list(tm.FMI_FEATURES))
 def test_compiled_fmi_equals_numpy(monkeypatch, feature):
     """Every FMI feature on the six crops (constant images among them) and on the branching
@@ -68,6 +70,7 @@ def test_compiled_fmi_equals_numpy(monkeypatch, feature):
         assert abs(got - want) <= ATOL, (feature, got, want)
 
 
+@needs_numba
 def test_compiled_fmi_sees_windows_as_the_numpy_form():
     """The kernel's per-window statistics and pair values are those of _FmiWindows/_fmi_pair,
     window by window (a sum could hide two errors that cancel)."""
@@ -85,6 +88,7 @@ def test_compiled_fmi_sees_windows_as_the_numpy_form():
             assert abs(got - want[c]) <= ATOL, (top, c, got, want[c])
 
 
+@needs_numba
 @pytest.mark.parametrize("case", CASES)
 def test_compiled_phase_congruency_and_qp_equal_numpy(monkeypatch, case):
     """PC, M and m per pixel, and Qp, on the six crops: NaN where the NumPy form has NaN (a
@@ -99,6 +103,7 @@ def test_compiled_phase_congruency_and_qp_equal_numpy(monkeypatch, case):
     assert (math.isnan(want) and math.isnan(got)) or abs(got - want) <= ATOL, (got, want)
 
 
+@needs_numba
 def test_kernel_choice(monkeypatch):
     monkeypatch.setenv(tm.KERNELS_VARIABLE, "numpy")
     assert tm.compiled_kernels() is None
