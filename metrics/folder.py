@@ -122,13 +122,14 @@ def _jobs(fused_dir: Path, pairs, skip) -> List[_Job]:
     return jobs
 
 
-def evaluate_job(job: _Job, profile) -> tuple:
+def evaluate_job(job: _Job, profile, read=None) -> tuple:
     """Read and measure one pair: ('ok', values, cropped) or ('skip', reason, False). A
     top-level function of the job and the profile (or its name), so a worker process can run
-    it."""
+    it. ``read(reader, path)``: how to call the profile's reader (default: directly)."""
     profile = table_profile(profile)
+    read = read or (lambda reader, path: reader(path))
     try:
-        fused, ir, vis = profile.read(job.fused), profile.read(job.ir), profile.read(job.vis)
+        fused, ir, vis = (read(profile.read, path) for path in (job.fused, job.ir, job.vis))
     except ImageError as exc:
         return "skip", str(exc), False
     if ir.shape[:2] != vis.shape[:2]:
@@ -148,10 +149,21 @@ def evaluate_job(job: _Job, profile) -> tuple:
 
 
 def evaluate_job_profiles(job: _Job, profiles: Sequence) -> list:
-    """evaluate_job under each profile, in order; what several of them compute on the same
-    images (Qp in MEFB's and Liu's tables, ...) is computed once (``shared_results``)."""
+    """evaluate_job under each profile, in order. Each file is decoded once per reader (the
+    toolkits share one), the image handed to every profile read-only; what several profiles
+    compute on the same images (Qp in MEFB's and Liu's tables, ...) is computed once
+    (``shared_results``)."""
+    images = {}
+
+    def read_once(reader, path):
+        if (reader, path) not in images:
+            img = reader(path)
+            img.flags.writeable = False  # shared by the profiles: none may change it
+            images[reader, path] = img
+        return images[reader, path]
+
     with shared_results():
-        return [evaluate_job(job, profile) for profile in profiles]
+        return [evaluate_job(job, profile, read_once) for profile in profiles]
 
 
 def _picklable_name(profile) -> Optional[str]:
@@ -367,8 +379,8 @@ def evaluate_profiles(input_dir: Path, modalities: Sequence[str], fused_dirs: Se
                       profiles: Sequence, warn=None, quiet: bool = False,
                       workers: int = 1) -> List[List[MethodResult]]:
     """``evaluate_folders`` under several profiles in one pass over the images: for each
-    profile, in order, its results per fused folder. Each pair's images are read once per
-    profile, and a metric several profiles compute on the same images is computed once; the
+    profile, in order, its results per fused folder. Each image file is decoded once per reader
+    (all the toolkits share one), and a metric several profiles compute on the same images is computed once; the
     values are those of separate runs."""
     warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
     for profile in profiles:
