@@ -60,10 +60,7 @@ def time_profiles(root: Path, profiles: list, workers: int, kernels: str) -> flo
     """Wall-clock seconds of one pass of ``profiles`` (one profile, or several measured
     together) over the pairs."""
     os.environ[tm.KERNELS_VARIABLE] = kernels
-    tm.kernel_choice()  # a one-line error for compiled without numba
-    if kernels == "compiled":  # compile, or load numba's cache, outside the timing
-        tm.fmi(*(np.full((8, 8), v) for v in (1.0, 2.0, 3.0)))
-        tm.phase_congruency(np.eye(8))
+    tm.warm_compiled_kernels()  # a one-line error for compiled without numba
     start = time.perf_counter()
     by_profile = evaluate_profiles(root / "input", ["ir", "vi"], [root / "fused"], profiles,
                                    warn=lambda msg: None, quiet=True, workers=workers)

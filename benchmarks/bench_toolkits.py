@@ -84,8 +84,7 @@ def load_pair():
 def time_ours(profile, f, ir, vi, repeat: int, kernels: str) -> dict:
     """{column: (median CPU seconds, value)} with FMI's and Qp's ``kernels``."""
     os.environ[tm.KERNELS_VARIABLE] = kernels
-    if kernels == "compiled":  # numba compiles (or loads its cache) on the first call
-        profile.evaluate_pair(f[:40, :40], ir[:40, :40], vi[:40, :40])
+    tm.warm_compiled_kernels()
     out = {}
     for name in profile.columns:
         times, value = [], None
@@ -216,12 +215,8 @@ def main() -> None:
             p.error(f"--profiles: unknown {k!r}; choose from {', '.join(TOOLKIT_PROFILES)}")
     f, ir, vi = load_pair()
     ours = {k: time_ours(TOOLKIT_PROFILES[k], f, ir, vi, args.repeat, "numpy") for k in kits}
-    try:  # ValueError: numba cannot be imported
-        os.environ[tm.KERNELS_VARIABLE] = "compiled"
-        tm.kernel_choice()
-        compiled = {k: time_ours(TOOLKIT_PROFILES[k], f, ir, vi, args.repeat, "compiled") for k in kits}
-    except ValueError:
-        compiled = {}
+    compiled = ({k: time_ours(TOOLKIT_PROFILES[k], f, ir, vi, args.repeat, "compiled") for k in kits}
+                if tm.compiled_available() else {})
     notes = ["Tang's SSIM is MATLAB's built-in ssim, which Octave lacks: no Octave time. MEFB's "
              "MEF_SSIM stops on grey images (rgb2gray): no values on either side.",
              "~: scaled Octave time. FMI: Octave timed on a 30x40 corner, scaled by the window count "

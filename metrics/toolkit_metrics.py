@@ -79,6 +79,14 @@ def compiled_kernels():
     return None if kernel_choice() == "numpy" else _import_compiled()[0]
 
 
+def warm_compiled_kernels() -> None:
+    """Compile the compiled kernels now, or load numba's cache of them, so that a timing that
+    follows leaves it out; nothing with the NumPy forms."""
+    if compiled_kernels() is not None:
+        fmi(*(np.full((8, 8), v) for v in (1.0, 2.0, 3.0)))
+        phase_congruency(np.eye(8))
+
+
 # A run of several profiles computes some metrics more than once on the same images (Qp in
 # MEFB's and Liu's tables, the edge FMI in MEFB's and Tang's, ...): within ``shared_results``
 # the functions marked ``@_shared`` remember their value by their arguments' contents.
