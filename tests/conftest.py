@@ -60,6 +60,15 @@ def load_npz(name: str) -> dict:
 _NPZ_CACHE: dict = {}
 
 
+def toolkit_crop(case: str) -> tuple:
+    """(fused, infrared, visible) of one of the toolkit crops under tests/fixtures/toolkits/crops
+    (the cases of octave_reference.json), read as MATLAB reads them."""
+    from metrics.toolkits import read_as_matlab
+
+    return tuple(read_as_matlab(_require(FIXTURES / "toolkits" / "crops" / f"{case}_{role}.png"))
+                 for role in ("fused", "ir", "vi"))
+
+
 @pytest.fixture(scope="session")
 def golden() -> Path:
     return _require(GOLDEN)

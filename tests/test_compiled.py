@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, REPO
+from conftest import REPO, toolkit_crop
 from metrics import toolkit_metrics as tm
-from metrics.toolkits import matlab_rgb2gray, read_as_matlab
+from metrics.toolkits import matlab_rgb2gray
 
 pytestmark = pytest.mark.numeric
 
@@ -28,10 +28,8 @@ CASES = ("tno_mean", "tno_saturated", "kettle_colour", "walkingnight_grey_ir", "
 
 
 def _grey_crop(case: str) -> tuple:
-    """(fused, infrared, visible) of an Octave crop of tests/fixtures/toolkits, grey."""
-    imgs = (read_as_matlab(FIXTURES / "toolkits" / "crops" / f"{case}_{role}.png")
-            for role in ("fused", "ir", "vi"))
-    return tuple(matlab_rgb2gray(x) if x.ndim == 3 else x for x in imgs)
+    """(fused, infrared, visible) of a toolkit crop, grey."""
+    return tuple(matlab_rgb2gray(x) if x.ndim == 3 else x for x in toolkit_crop(case))
 
 
 def _both(monkeypatch, fn, *args):

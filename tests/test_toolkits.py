@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, toolkit_crop
 from metrics import toolkit_metrics as tm
 from metrics.toolkits import TOOLKIT_PROFILES, matlab_rgb2gray, read_as_matlab
 
@@ -33,12 +33,6 @@ def _same(got: float, want: float, rtol: float = RTOL) -> bool:
 
 
 MISSING = -9999  # octave_reference.json: the reference stopped with an error
-
-
-def _crop(case: str) -> tuple:
-    """(fused, infrared, visible) of one of the Octave crops, read as MATLAB reads them."""
-    return tuple(read_as_matlab(KITS / "crops" / f"{case}_{role}.png")
-                 for role in ("fused", "ir", "vi"))
 
 
 def _disagreements(case: str, got: dict, wanted: dict) -> dict:
@@ -181,7 +175,7 @@ def test_toolkits_equal_their_code_under_octave(kit, octave):
     bad, compared = {}, 0
     for case, kits in octave.items():
         assert set(kits[kit]) == set(profile.columns) - NOT_IN_OCTAVE[kit]
-        bad.update(_disagreements(case, profile.evaluate_pair(*_crop(case)), kits[kit]))
+        bad.update(_disagreements(case, profile.evaluate_pair(*toolkit_crop(case)), kits[kit]))
         compared += len(kits[kit])
     assert len(octave) == 6 and set(bad) == (TANG_ROUNDING_NOISE if kit == "tang" else set()), bad
     assert compared == 6 * len(set(profile.columns) - NOT_IN_OCTAVE[kit])
@@ -209,9 +203,9 @@ def test_mefb_equals_its_code_under_octave(octave):
         if case == "walkingnight_grey_ir":
             assert sum(v == MISSING for v in kits["mefb"].values()) >= 15
             with pytest.raises(ValueError, match="both sources grey"):
-                profile.evaluate_pair(*_crop(case))
+                profile.evaluate_pair(*toolkit_crop(case))
             continue
-        bad.update(_disagreements(case, profile.evaluate_pair(*_crop(case)), kits["mefb"]))
+        bad.update(_disagreements(case, profile.evaluate_pair(*toolkit_crop(case)), kits["mefb"]))
         compared += len(kits["mefb"])
     assert compared == 5 * len(profile.columns)
     assert set(bad) == MEFB_ROUNDING_NOISE, bad
@@ -232,7 +226,7 @@ def test_liu_equals_its_code_under_octave(octave):
     bad, compared = {}, 0
     for case, kits in octave.items():
         assert set(kits["liu"]) == set(profile.columns)
-        bad.update(_disagreements(case, profile.evaluate_pair(*_crop(case)), kits["liu"]))
+        bad.update(_disagreements(case, profile.evaluate_pair(*toolkit_crop(case)), kits["liu"]))
         compared += len(kits["liu"])
     assert compared == 6 * len(profile.columns)
     assert set(bad) == LIU_ROUNDING_NOISE, bad
@@ -241,7 +235,7 @@ def test_liu_equals_its_code_under_octave(octave):
 def test_liu_qc_and_qy_keep_nan_where_mefb_drops_it(octave):
     """The one difference of Liu's Qc/Qy from MEFB's: mean2 over every window, so one 0/0
     window makes the value NaN (the saturated crop), where MEFB averages the others."""
-    f, ir, vi = (read_as_matlab(KITS / "crops" / f"tno_saturated_{r}.png") for r in ("fused", "ir", "vi"))
+    f, ir, vi = toolkit_crop("tno_saturated")
     assert math.isnan(octave["tno_saturated"]["liu"]["Qc"]) and math.isnan(tm.qc(ir, vi, f, drop_nan=False))
     assert math.isfinite(tm.qc(ir, vi, f))
 
@@ -255,7 +249,8 @@ def test_qc_rounding_noise_cases_are_those_with_cancelling_covariances():
     of E[xy] - E[x]E[y] at 255^2 (~1e-11), far below the other windows' values (the smallest
     seen is 9e-5)."""
     def cancelling_windows(case):
-        imgs = [read_as_matlab(KITS / "crops" / f"{case}_{r}.png") for r in ("ir", "vi", "fused")]
+        fused, ir, vi = toolkit_crop(case)
+        imgs = [ir, vi, fused]
         variants = [[matlab_rgb2gray(x) if x.ndim == 3 else x for x in imgs]]  # Liu's grey
         if imgs[2].ndim == 3 and imgs[0].ndim == imgs[1].ndim == 3:  # MEFB's channels
             variants += [[x[..., k] for x in imgs] for k in range(3)]
@@ -299,8 +294,7 @@ def test_qm_ignores_the_odd_last_row_and_column_and_is_nan_for_two_flat_sources(
     """metricPWW asks for even sizes and does not check: on the 75 x 93 kettle crop its value is
     that of the 74 x 92 image (Octave gives the same for both), and ours is too. Two constant
     sources give 0/0 = NaN, as metricPWW does under Octave, without a warning."""
-    f, ir, vi = (matlab_rgb2gray(read_as_matlab(KITS / "crops" / f"kettle_colour_{r}.png"))
-                 for r in ("fused", "ir", "vi"))
+    f, ir, vi = (matlab_rgb2gray(x) for x in toolkit_crop("kettle_colour"))
     assert f.shape == (75, 93)
     whole = tm.qm_pww(ir, vi, f)
     assert whole == tm.qm_pww(ir[:-1, :-1], vi[:-1, :-1], f[:-1, :-1])
@@ -317,7 +311,7 @@ def test_fmi_dct_equals_octave_on_corners(octave):
     assert len(cases) == 4 and "constant_fused" in cases
     for case in cases:
         f, ir, vi = (matlab_rgb2gray(x)[:20, :24] if x.ndim == 3 else x[:20, :24]
-                     for x in _crop(case))
+                     for x in toolkit_crop(case))
         want = octave[case]["tang_corner"]["FMI_dct"]
         # FMI lies in 0..1, so 1e-6 of that scale: a constant fused image gives rounding noise
         # of the DCT (2e-18 in Octave, 2e-17 here) where the value is 0 at that scale
@@ -345,7 +339,7 @@ def test_tang2022_equals_the_2022_script_under_octave(octave):
     bad, compared = {}, 0
     for case, kits in octave.items():
         assert set(kits["tang2022"]) == set(profile.columns) - {"FMI_pixel", "FMI_dct", "FMI_w"}
-        bad.update(_disagreements(case, profile.evaluate_pair(*_crop(case)), kits["tang2022"]))
+        bad.update(_disagreements(case, profile.evaluate_pair(*toolkit_crop(case)), kits["tang2022"]))
         compared += len(kits["tang2022"])
     assert compared == 6 * 14 and set(bad) == TANG2022_OCTAVE_ROUNDING, bad
     assert all(abs(g - w) < 5e-3 * w for k, (g, w) in bad.items() if k.endswith("Qabf"))
@@ -355,8 +349,7 @@ def test_tang2022_equals_the_2022_script_under_octave(octave):
 def test_tang2022_fmi_equals_octave_on_a_corner(octave):
     """FMI_dct and FMI_w of the 2022 call (analysis_fmi on im2double images) on the top-left
     20x24 corner of the TNO crop."""
-    f, ir, vi = (read_as_matlab(KITS / "crops" / f"tno_mean_{role}.png")[:20, :24]
-                 for role in ("fused", "ir", "vi"))
+    f, ir, vi = (x[:20, :24] for x in toolkit_crop("tno_mean"))
     want = octave["tno_mean"]["tang2022_corner"]
     assert set(want) == {"FMI_dct", "FMI_w"}
     for name, value in want.items():
@@ -369,7 +362,7 @@ def test_tang2022_shares_the_unchanged_calls_with_tang():
     are scale-free formulas the 2022 script ran on 0..1 data: equal to rounding on crops without
     flat areas (where flat areas make wavelet coefficients rounding noise, FMI_w differs)."""
     for case in ("tno_mean", "kettle_colour", "walkingnight_grey_ir"):
-        old, new = (TOOLKIT_PROFILES[k].evaluate_pair(*_crop(case)) for k in ("tang", "tang2022"))
+        old, new = (TOOLKIT_PROFILES[k].evaluate_pair(*toolkit_crop(case)) for k in ("tang", "tang2022"))
         for name in ("EN", "MI", "PSNR", "MSE", "AG", "MS_SSIM"):
             assert new[name] == old[name], (case, name)
         for name in ("CC", "SCD", "FMI_dct", "FMI_w"):
@@ -491,7 +484,7 @@ def test_shared_results_compute_a_metric_once_per_content(monkeypatch):
     congruencies once (not twice) and the edge FMI once for MEFB and Tang, also on copies of
     equal content; the values are bit for bit those of separate calls. Outside, nothing is
     remembered."""
-    f, ir, vi = _crop("tno_mean")
+    f, ir, vi = toolkit_crop("tno_mean")
     alone = {k: TOOLKIT_PROFILES[k].evaluate_pair(f, ir, vi) for k in ("mefb", "liu", "tang")}
     calls = []
     pc = tm.phase_congruency
@@ -652,7 +645,7 @@ def test_nabf_argument_order_matters():
     """Tang's script reports analysis_nabf(ir, vi, fused); the function means (fused, ir, vi).
     The mean of two images adds no artefacts (Nabf below 1e-5 on the TNO crop), while the
     script's order reports more than 0.01 for it."""
-    f, ir, vi = (read_as_matlab(KITS / "crops" / f"tno_mean_{r}.png") for r in ("fused", "ir", "vi"))
+    f, ir, vi = toolkit_crop("tno_mean")
     assert tm.nabf(f, ir, vi) < 1e-5
     assert tm.nabf(ir, vi, f) > 0.01
 
@@ -701,7 +694,7 @@ def test_viff_is_nan_where_its_coarsest_scale_is_empty():
     """MEFB's metricsVIF on the first 40 and 41 rows of the TNO crop under Octave 7.3
     (MEFB @ 9e185bf8, run by hand as tools/octave_toolkit_reference.py runs it): 40 rows leave
     the 4th scale no window, sum([]) / sum([]) = NaN; 41 rows give 0.49957873160470123."""
-    f, ir, vi = (read_as_matlab(KITS / "crops" / f"tno_mean_{r}.png") for r in ("fused", "ir", "vi"))
+    f, ir, vi = toolkit_crop("tno_mean")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert math.isnan(tm.viff(ir[:40], vi[:40], f[:40]))
