@@ -380,8 +380,8 @@ def evaluate_profiles(input_dir: Path, modalities: Sequence[str], fused_dirs: Se
                       workers: int = 1) -> List[List[MethodResult]]:
     """``evaluate_folders`` under several profiles in one pass over the images: for each
     profile, in order, its results per fused folder. Each image file is decoded once per reader
-    (all the toolkits share one), and a metric several profiles compute on the same images is computed once; the
-    values are those of separate runs."""
+    (all the toolkits share one), and a metric several profiles compute on the same images is
+    computed once; the values are those of separate runs."""
     warn = warn or (lambda msg: tqdm.write(msg, file=sys.stderr))
     for profile in profiles:
         table_profile(profile)  # an unknown name fails before any image is read
